@@ -120,11 +120,7 @@ class StepResult:
 
 def check_frame(pcm: object) -> np.ndarray:
     """Return ``pcm`` if it is a ``(1920,)`` float32 array, else raise :class:`FrameError`."""
-    if (
-        isinstance(pcm, np.ndarray)
-        and pcm.dtype == np.float32
-        and pcm.shape == (FRAME_SAMPLES,)
-    ):
+    if isinstance(pcm, np.ndarray) and pcm.dtype == np.float32 and pcm.shape == (FRAME_SAMPLES,):
         return pcm
     if isinstance(pcm, np.ndarray):
         got = f"an array of shape {pcm.shape} and dtype {pcm.dtype}"
@@ -177,8 +173,10 @@ class MoshiEngine:
     """A full-duplex Moshi conversation, one :meth:`step` per 80 ms frame.
 
     Build it (or :func:`load_engine`) on the MLX worker thread and call every
-    method there. It owns ``lm`` and ``codec`` from then on: it replaces the
-    LM's transformer caches (see :func:`window_cache`) and resets both.
+    method there. It owns ``codec`` from then on. It shares ``lm``'s weights
+    but keeps its own transformer caches (see :func:`window_cache`) and puts
+    them in place on ``lm`` at every step, so several engines may share one
+    set of weights (each step is one LM call on the one MLX thread).
 
     ``max_steps`` sizes ``LmGen``'s token buffer; it is not a limit (the engine
     rolls the buffer, see :meth:`_roll`). ``warmup_steps`` silent frames run
@@ -221,7 +219,7 @@ class MoshiEngine:
         self._forced: deque[int] = deque()
         self._forced_this_step = False
         self.load_seconds: float = load_seconds
-        lm.transformer_cache = window_cache(lm)
+        self._caches = window_cache(lm)
         self._gen: LmGen
         self._rng: RandomStream
         self._index = 0
@@ -248,6 +246,7 @@ class MoshiEngine:
         codes = np.asarray(self._codec.encode_step(frame)).reshape(-1)
         other = mx.array(codes[: self._other_codebooks][None, :].astype(np.int32))
         self._forced_this_step = False
+        self._lm.transformer_cache = self._caches  # this conversation's memory, see __init__
         with self._rng:
             text_tokens, _ = self._gen.step(other)
             audio_tokens = self._gen.last_audio_tokens()
@@ -291,7 +290,7 @@ class MoshiEngine:
         self._check_thread()
         from moshi_mlx.models import LmGen
 
-        for cache in (*self._lm.transformer_cache, *self._lm.depformer_cache):
+        for cache in (*self._caches, *self._lm.depformer_cache):
             cache.reset()
         self._codec.reset()
         self._gen = LmGen(
