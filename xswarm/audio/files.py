@@ -118,6 +118,8 @@ class AudioSource:
         self.frames_read = 0  # frames yielded so far
         self._started = False
         self._closed = False
+        self._iterator: Iterator[np.ndarray] | None = None
+        self._pending_error: UsageError | None = None
 
     def __enter__(self) -> AudioSource:
         return self
@@ -171,14 +173,26 @@ class AudioSource:
             yield frame
 
     def read_frames(self, count: int) -> list[np.ndarray]:
-        """Up to ``count`` next frames; an empty list at the end. For worker-thread reads."""
-        if not hasattr(self, "_iterator"):
+        """Up to ``count`` next frames; an empty list at the end. For worker-thread reads.
+
+        A decoding error raised after some frames were read is held back and
+        raised by the next call, so the good frames before it are delivered.
+        """
+        if self._iterator is None:
             self._iterator = self.frames()
+        if self._pending_error is not None:
+            error, self._pending_error = self._pending_error, None
+            raise error
         out: list[np.ndarray] = []
-        for frame in self._iterator:
-            out.append(frame)
-            if len(out) >= count:
-                break
+        try:
+            for frame in self._iterator:
+                out.append(frame)
+                if len(out) >= count:
+                    break
+        except UsageError as error:
+            if not out:
+                raise
+            self._pending_error = error
         return out
 
     def _resampled_blocks(self) -> Iterator[np.ndarray]:
@@ -449,6 +463,7 @@ async def file_source_actor(
     send: FrameSender,
     *,
     realtime: bool,
+    decode_in_thread: bool = True,
 ) -> None:
     """Send the source's frames as :class:`AudioFrame`, then close ``send`` (end of input).
 
@@ -459,11 +474,16 @@ async def file_source_actor(
     ``realtime=False`` frames go as fast as the consumer takes them (``await
     send`` gives backpressure).
 
-    Decoding runs in a worker thread (``trio.to_thread``): a block is short for
-    a disk file, but stdin or a network file system can stall, and the event
-    loop must not. The actor owns ``source`` and closes it on exit, also on
-    cancellation; a :class:`UsageError` from decoding (NaN samples, damaged
-    data) propagates after the frames before it were sent.
+    Decoding runs in a worker thread (``trio.to_thread``) by default: a block
+    costs 0.04-6 ms (measured: MP3 to 96 kHz 6-channel FLAC, 0.5 s blocks),
+    harmless for the event loop, but a network file system can stall and the
+    loop must not. ``decode_in_thread=False`` decodes on the loop's thread
+    (tests with a fake clock, which would jump while a thread works). stdin
+    was read into memory by :func:`open_source`, so no read blocks on a pipe.
+
+    The actor owns ``source`` and closes it on exit, also on cancellation; it
+    closes ``send`` too (end of input). A :class:`UsageError` from decoding
+    (NaN samples, damaged data) propagates after the frames before it were sent.
     """
     import trio
 
@@ -472,7 +492,11 @@ async def file_source_actor(
         index = 0
         chunk = 1 if realtime else FAST_READ_FRAMES
         while True:
-            pcms = await trio.to_thread.run_sync(source.read_frames, chunk)
+            if decode_in_thread:
+                pcms = await trio.to_thread.run_sync(source.read_frames, chunk)
+            else:
+                pcms = source.read_frames(chunk)
+                await trio.lowlevel.checkpoint()
             if not pcms:
                 break
             for pcm in pcms:
