@@ -1,0 +1,79 @@
+"""``xswarm talk``: parse the options into a TalkConfig and run the session (xswarm.talk).
+
+Only typer and the standard library at import time: the heavy modules load
+inside the command body, so ``xswarm --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from xswarm.cli._app import app, command_errors, env
+
+TALK_HELP = """Talk with the assistant, full duplex: you speak, it answers at the same time.
+
+The transcript goes to stdout (JSON lines when piped or with --json); the
+live status line and messages go to stderr. Ctrl-C ends the session (exit 130).
+
+Examples:
+
+  xswarm talk                                   # microphone -> speaker
+
+  xswarm talk --input q.wav --output a.wav      # headless, from and to files
+
+  xswarm talk --input q.wav --output a.wav --fast --json | jq -r .text
+
+  xswarm talk --record session.wav --duration 60
+"""
+
+
+@app.command(help=TALK_HELP, no_args_is_help=False)
+def talk(
+    persona: str = typer.Option(None, "--persona", "-p", help="Who the assistant is (default: the built-in one)."),
+    model: str = typer.Option(None, "--model", "-m", help="A model name (xswarm models list) or a directory. [default: moshiko-q8]"),
+    input_device: str = typer.Option(None, "--input-device", help="Microphone: index or part of its name (xswarm devices)."),
+    output_device: str = typer.Option(None, "--output-device", help="Speaker: index or part of its name."),
+    input: str = typer.Option(None, "--input", "-i", help="Read the user's side from an audio file ('-': stdin) instead of the mic."),
+    output: str = typer.Option(None, "--output", "-o", help="Write the assistant's audio to a file ('-': WAV on stdout) instead of the speaker."),
+    record: str = typer.Option(None, "--record", help="Also write the session as a stereo file: left you, right the assistant."),
+    duration: float = typer.Option(None, "--duration", "-d", help="Stop after this many seconds."),
+    fast: bool = typer.Option(False, "--fast", help="With --input: run as fast as the model goes, not in real time."),
+    json_output: bool = typer.Option(False, "--json", help="JSON lines on stdout even on a terminal."),
+    log: Path = typer.Option(None, "--log", help="Write a JSON-lines event log (load, every frame, warnings) to FILE."),
+    trace: Path = typer.Option(None, "--trace", help="Write a Chrome/Perfetto trace of per-frame spans to FILE."),
+    seed: int = typer.Option(None, "--seed", help="Sampling seed, to replay a session exactly."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No status line, no messages on stderr (errors still)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+) -> None:
+    env.debug = env.debug or debug
+    with command_errors():
+        import trio
+
+        from xswarm.talk import DEFAULT_MODEL, TalkConfig, TalkIO, run_talk
+
+        config = TalkConfig(
+            model=model or DEFAULT_MODEL,
+            persona=persona,
+            input_device=input_device,
+            output_device=output_device,
+            input_path=input,
+            output_path=output,
+            record_path=record,
+            duration=duration,
+            fast=fast,
+            seed=seed,
+            json=json_output,
+            quiet=quiet,
+            log_path=log,
+            trace_path=trace,
+        )
+        io = TalkIO(
+            stdout=env.stdout,
+            stderr=env.stderr,
+            stdout_tty=env.stdout_isatty,
+            stderr_tty=env.stderr_isatty,
+            color=env.color,
+        )
+        trio.run(run_talk, config, io)

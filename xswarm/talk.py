@@ -1,0 +1,583 @@
+"""``xswarm talk``: the full-duplex conversation as one Trio nursery of actors.
+
+DESIGN.md's graph, built here from a :class:`TalkConfig`::
+
+    source --frames--> inference --pcm--> sink         (speaker, or --output FILE)
+    (mic or --input)       |  \\--record--> recorder   (--record FILE, stereo)
+                           +--events--> logger        (transcript, status, --log, --trace)
+
+- The *source* is the mic actor (live) or the file source (headless,
+  ``--input``), paced to real time unless ``--fast``.
+- The *inference* actor owns the MLX worker thread and the engine: it loads the
+  model (with a progress bar) before any device is opened, then steps the
+  engine once per frame and hands the answer frame to the sink. It never
+  waits on the terminal or a disk: reports go to the logger over a channel.
+- The *sink* is the speaker actor (a jitter buffer that plays silence on
+  underrun) or an aligned file writer.
+- The *logger* (:mod:`xswarm.log`) prints the transcript and the status line.
+
+Channels between real-time actors drop the oldest item when full (counted:
+``drops``); with ``--fast`` every channel blocks instead, so a file is
+processed whole, as fast as the model goes.
+
+Ending: end of input (the file ends) flows down the channels and every actor
+returns; ``--duration`` stops the source after that many seconds of audio;
+Ctrl-C / SIGTERM cancel everything (:class:`~xswarm.errors.Interrupted`,
+exit 130 / 143); a failing actor (a device lost mid-session) ends the session
+with its error (exit 1). On every path :meth:`SessionLog.finish` flushes the
+transcript, writes the summary, completes the files and restores the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO
+
+from xswarm.audio import FRAME_SAMPLES, FRAME_SECONDS
+from xswarm.errors import Interrupted, UsageError, XswarmError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from xswarm.audio.frame import AudioFrame
+    from xswarm.log import SessionLog
+    from xswarm.runtime import Receiver, Sender
+
+DEFAULT_MODEL: Final = "moshiko-q8"  # Kyutai's published Moshi (male voice), 8-bit: fits 16 GB Macs
+DEFAULT_PERSONA: Final = "default"  # Moshi's own behaviour, until personas exist
+FRAMES_CAPACITY: Final = 4  # frames (320 ms) from source to model: more is latency, not safety
+OUTPUT_CAPACITY: Final = 8  # frames (640 ms) from model to sink, the jitter buffer's own bound
+EVENTS_CAPACITY: Final = 1024  # reports (82 s) to the logger: a stalled stdout pipe shows as drops
+RECORD_CAPACITY: Final = 64  # frame pairs (5 s) to the --record writer: a slow disk has slack
+PROGRESS_REFRESH: Final = 0.1  # s between redraws of the load bar
+
+
+# -- configuration ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TalkConfig:
+    """Everything a talk session needs, parsed and checked by the CLI.
+
+    ``input_path`` / ``output_path`` replace the mic / speaker (``"-"``:
+    stdin / stdout). ``duration`` caps the conversation in seconds of audio.
+    ``fast`` runs a file input as fast as the model goes (headless only).
+    """
+
+    model: str = DEFAULT_MODEL
+    persona: str | None = None
+    input_device: str | None = None
+    output_device: str | None = None
+    input_path: str | None = None
+    output_path: str | None = None
+    record_path: str | None = None
+    duration: float | None = None
+    fast: bool = False
+    seed: int | None = None
+    json: bool = False
+    quiet: bool = False
+    log_path: Path | None = None
+    trace_path: Path | None = None
+
+    @property
+    def realtime(self) -> bool:
+        """Frames arrive at the wall clock's pace: channels drop instead of blocking."""
+        return not self.fast
+
+    @property
+    def max_frames(self) -> int | None:
+        return None if self.duration is None else max(1, math.ceil(self.duration / FRAME_SECONDS))
+
+    def check(self) -> None:
+        """Raise :class:`UsageError` for options that contradict each other."""
+        if self.persona not in (None, DEFAULT_PERSONA):
+            raise UsageError(
+                f"persona {self.persona!r}: personas are not available yet; "
+                f"only the built-in {DEFAULT_PERSONA!r} persona (Moshi's own) can be used"
+            )
+        if self.fast and self.input_path is None:
+            raise UsageError("--fast needs --input FILE: a microphone cannot go faster than real time")
+        if self.input_path is not None and self.input_device is not None:
+            raise UsageError("--input FILE and --input-device DEV both name the input; pick one")
+        if self.output_path is not None and self.output_device is not None:
+            raise UsageError("--output FILE and --output-device DEV both name the output; pick one")
+        if self.duration is not None and not self.duration > 0:
+            raise UsageError(f"--duration must be more than 0 seconds, got {self.duration}")
+        if self.output_path == "-" and self.input_path == "-":
+            pass  # legal: a filter, WAV in on stdin, WAV out on stdout
+        if self.output_path == "-" and self.json:
+            raise UsageError("--output - writes audio to stdout, so the transcript cannot go there too; "
+                             "drop --json or write the audio to a file")
+
+
+# -- engines ----------------------------------------------------------------------------
+
+
+class StepLike(Protocol):
+    """What the inference actor reads from an engine step (``xswarm.inference.moshi.StepResult``)."""
+
+    text_token: int
+    text: str | None
+    pcm: np.ndarray
+    seconds: float
+
+
+class EngineLike(Protocol):
+    """The engine the inference actor drives (``MoshiEngine``); lives on the MLX thread."""
+
+    seed: int
+
+    def step(self, pcm: np.ndarray) -> StepLike: ...
+
+
+# Builds the engine on the MLX thread; gets a progress callback (done, total) -> None.
+EngineFactory = Callable[[Callable[..., None]], EngineLike]
+
+
+def moshi_engine_factory(resolved: Any, seed: int | None) -> EngineFactory:
+    """The real engine: ``xswarm.inference.moshi.load_engine`` for a resolved model."""
+
+    def build(progress: Callable[..., None]) -> EngineLike:
+        from xswarm.inference.moshi import load_engine
+        from xswarm.inference.sampling import SamplingConfig
+
+        return load_engine(resolved, sampling=SamplingConfig(seed=seed), progress=progress)
+
+    return build
+
+
+# -- messages between actors ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFrame:
+    """One step for ``--record``: what the user said and what the assistant answered."""
+
+    index: int
+    user: np.ndarray
+    assistant: np.ndarray
+
+
+@dataclass
+class LoadProgress:
+    """Written by the loader on the MLX thread, read by the progress bar on the Trio thread.
+
+    Plain attribute writes of ints are atomic under the GIL; a torn read only
+    shows a bar one step behind.
+    """
+
+    done: int = 0
+    total: int = 0
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Accept ``(done, total)`` positionally or by keyword (the loader's callback)."""
+        done = kwargs.get("done", args[0] if args else self.done)
+        total = kwargs.get("total", args[1] if len(args) > 1 else self.total)
+        with contextlib.suppress(TypeError, ValueError):
+            self.done, self.total = int(done), int(total)
+
+
+# -- actors ------------------------------------------------------------------------------
+
+
+@dataclass
+class InferenceStats:
+    """Counters of the inference actor, read by the summary."""
+
+    frames: int = 0
+    gaps: int = 0  # input frames that never reached the model (dropped upstream)
+    load_seconds: float = 0.0
+    seed: int | None = None
+
+
+async def inference_actor(
+    factory: EngineFactory,
+    frames: Receiver[AudioFrame],
+    output: Sender[AudioFrame],
+    events: Sender[Any],
+    record: Sender[RecordFrame] | None,
+    *,
+    realtime: bool,
+    max_frames: int | None,
+    stats: InferenceStats,
+    log: SessionLog,
+    model_name: str,
+    on_done: Callable[[], None] = lambda: None,
+    worker_factory: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None,
+    task_status: Any = None,
+) -> None:
+    """Load the engine on its own MLX thread, report ready, then step it once per frame.
+
+    Started with ``nursery.start``: ``task_status.started()`` comes after the
+    model is loaded and warmed up, so the session opens devices only then, and
+    a missing or corrupt model fails before any device is touched.
+
+    For each input frame: one engine step on the MLX thread, the answer frame
+    (same index and capture time, for latency) to ``output``, a
+    :class:`~xswarm.log.FrameReport` to ``events``, the pair to ``record``.
+    Under ``realtime`` sends never wait (the channels drop oldest); otherwise
+    they wait (``--fast`` files). After ``max_frames`` frames it calls
+    ``on_done`` (the session stops the source) and returns.
+
+    Owns ``frames``, ``output``, ``events`` and ``record`` and closes them on
+    exit, so the sink and the logger see the end. The MLX worker is closed
+    (its thread joined) on every exit path.
+    """
+    import numpy as np
+    import trio
+
+    from xswarm.audio.frame import AudioFrame
+    from xswarm.log import FrameReport, Notice
+    from xswarm.status import format_progress
+
+    if worker_factory is None:
+        from xswarm.inference.worker import open_mlx_worker
+
+        worker_factory = open_mlx_worker
+
+    async def put(sender: Sender[Any], item: Any) -> None:
+        if realtime:
+            sender.send_nowait(item)
+        else:
+            await sender.send(item)
+
+    with contextlib.ExitStack() as ends:
+        for end in (frames, output, events, record):
+            if end is not None:
+                ends.enter_context(end)
+        async with worker_factory() as worker:
+            progress = LoadProgress()
+            t_load = time.monotonic()
+            async with trio.open_nursery() as bar:
+                if log.options.live and not log.options.quiet:
+                    bar.start_soon(_draw_progress, log, progress, f"loading {model_name}")
+                engine = await worker.run(factory, progress.update)
+                bar.cancel_scope.cancel()
+            log.display.clear_status()
+            stats.load_seconds = time.monotonic() - t_load
+            stats.seed = getattr(engine, "seed", None)
+            events.send_nowait(Notice(
+                "ready",
+                f"ready: talking with {model_name} (seed {stats.seed}); "
+                + ("speak, Ctrl-C to stop" if realtime else "processing"),
+                {"model": model_name, "seed": stats.seed, "load_seconds": round(stats.load_seconds, 3)},
+            ))
+            log.mark_ready()
+            if task_status is not None:
+                task_status.started()
+
+            expected = 0
+            async for frame in frames:
+                stats.gaps += max(0, frame.index - expected)
+                expected = frame.index + 1
+                t_start = time.monotonic()
+                result = await worker.run(engine.step, frame.pcm)
+                t_end = time.monotonic()
+                answer = np.asarray(result.pcm, dtype=np.float32)
+                await put(output, AudioFrame(answer, frame.index, frame.t_capture))
+                t_queued = time.monotonic()
+                if record is not None:
+                    await put(record, RecordFrame(frame.index, frame.pcm, answer))
+                await put(events, FrameReport(
+                    index=frame.index,
+                    t_capture=frame.t_capture,
+                    t_start=t_start,
+                    t_end=t_end,
+                    t_queued=t_queued,
+                    mic_rms=_rms(frame.pcm),
+                    assistant_rms=_rms(answer),
+                    engine_seconds=float(result.seconds),
+                    text_token=int(result.text_token),
+                    text_piece=result.text,
+                ))
+                stats.frames += 1
+                if max_frames is not None and stats.frames >= max_frames:
+                    on_done()
+                    break
+
+
+async def _draw_progress(log: SessionLog, progress: LoadProgress, label: str) -> None:
+    import trio
+
+    from xswarm.status import format_progress
+
+    while True:
+        log.display.set_status(format_progress(
+            label, progress.done, progress.total, log.display.width, color=log.options.color,
+        ))
+        await trio.sleep(PROGRESS_REFRESH)
+
+
+def _rms(pcm: np.ndarray) -> float:
+    import numpy as np
+
+    return float(np.sqrt(np.mean(np.square(pcm, dtype=np.float32)))) if len(pcm) else 0.0
+
+
+async def logger_actor(events: Receiver[Any], log: SessionLog) -> None:
+    """Hand every event to :meth:`SessionLog.handle` until the channel ends. Owns ``events``."""
+    with events:
+        async for event in events:
+            log.handle(event)
+
+
+async def aligned_sink_actor(frames: Receiver[AudioFrame], sink: Any) -> None:
+    """Write each answer frame at its input frame's place; silence where frames were dropped.
+
+    So ``--output`` stays as long as the input and in step with it even when
+    inference fell behind. Owns ``frames`` and ``sink``; closes the sink in
+    ``finally``, so a cancelled session leaves a complete, valid file.
+    """
+    import numpy as np
+
+    silence = np.zeros(FRAME_SAMPLES, dtype=np.float32)
+    written = 0
+    try:
+        with frames:
+            async for frame in frames:
+                while written < frame.index:
+                    sink.write(silence)
+                    written += 1
+                sink.write(frame.pcm)
+                written += 1
+    finally:
+        sink.close()
+
+
+async def recorder_actor(frames: Receiver[RecordFrame], sink: Any) -> None:
+    """``--record``: a stereo file, left the user, right the assistant, one frame per step.
+
+    Steps that never happened (frames dropped before the model) are written as
+    silence on both channels, so the file keeps the session's timing. Owns
+    ``frames`` and ``sink`` (closed in ``finally``: valid after a cancel).
+    """
+    import numpy as np
+
+    silence = np.zeros((FRAME_SAMPLES, 2), dtype=np.float32)
+    written = 0
+    try:
+        with frames:
+            async for pair in frames:
+                while written < pair.index:
+                    sink.write(silence)
+                    written += 1
+                sink.write(np.stack([pair.user, pair.assistant], axis=1))
+                written += 1
+    finally:
+        sink.close()
+
+
+# -- the session -------------------------------------------------------------------------
+
+
+@dataclass
+class TalkIO:
+    """Where the session writes, and what it knows about those places (tests replace it)."""
+
+    stdout: TextIO
+    stderr: TextIO
+    stdout_tty: bool
+    stderr_tty: bool
+    color: bool
+
+
+@dataclass
+class TalkParts:
+    """What :func:`run_talk` needs besides the config; tests substitute fakes."""
+
+    engine_factory: EngineFactory | None = None
+    model_name: str | None = None
+    worker_factory: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None
+    handle_signals: bool = True
+    source_actor: Callable[..., Any] | None = None  # async (sender) -> None: replaces mic/file
+    sink_actor: Callable[..., Any] | None = None  # async (receiver) -> None: replaces speaker/file
+    counters: Callable[[], dict[str, int]] = field(default_factory=lambda: dict)
+
+
+async def run_talk(config: TalkConfig, io: TalkIO, parts: TalkParts | None = None) -> dict[str, Any]:
+    """Run one conversation; return the summary record.
+
+    Order matters for the user: options are checked, the model resolved (a
+    missing one fails here, in a moment), input and output files opened (a
+    bad path fails before the slow load), then the model loaded on the MLX
+    thread, and only then are devices opened. Raises :class:`UsageError`,
+    :class:`~xswarm.errors.ModelError`, :class:`~xswarm.errors.AudioError`, or
+    :class:`Interrupted` after a clean stop on a signal. The summary is written
+    on every path (also before those are raised).
+    """
+    import trio
+
+    from xswarm.log import AssistantWords, Counters, LogOptions, SessionLog
+    from xswarm.runtime import Actor, Overflow, Session
+    from xswarm.status import LiveDisplay
+
+    parts = parts or TalkParts()
+    config.check()
+    overflow = Overflow.DROP_OLDEST if config.realtime else Overflow.BLOCK
+
+    # 1. The model: resolve now (missing weights fail in a moment, before anything opens).
+    factory = parts.engine_factory
+    model_name = parts.model_name or config.model
+    if factory is None:
+        from xswarm import models
+
+        resolved = models.resolve(config.model)
+        model_name = getattr(resolved, "name", None) or config.model
+        factory = moshi_engine_factory(resolved, config.seed)
+
+    # 2. Files and devices, checked before the load; files are created, devices not opened yet.
+    opened: list[Any] = []  # closed here if the session never starts
+    source_run, sink_run, live_devices = _plan_io(config, parts, opened)
+
+    session = Session()
+    frames_tx, frames_rx = session.open_channel("frames", FRAMES_CAPACITY, overflow=overflow)
+    out_tx, out_rx = session.open_channel("output", OUTPUT_CAPACITY, overflow=overflow)
+    events_tx, events_rx = session.open_channel("events", EVENTS_CAPACITY, overflow=overflow)
+    record_tx = record_rx = None
+    record_sink = None
+    if config.record_path is not None:
+        from xswarm.audio.files import open_sink
+
+        record_sink = open_sink(config.record_path, channels=2)
+        opened.append(record_sink)
+        record_tx, record_rx = session.open_channel("record", RECORD_CAPACITY, overflow=overflow)
+
+    sink_stats = live_devices.get("sink_stats", lambda: {})
+
+    def counters() -> Counters:
+        drops = sum(stats.dropped for stats in session.channel_metrics() if stats.name != "events")
+        extra = {**sink_stats(), **parts.counters()}
+        return Counters(drops=drops + extra.get("drops", 0), underruns=extra.get("underruns", 0))
+
+    display = LiveDisplay(
+        io.stdout, io.stderr, show_live=io.stderr_tty and not config.quiet, stdout_tty=io.stdout_tty
+    )
+    log = SessionLog(
+        LogOptions(
+            json=config.json or not io.stdout_tty,
+            quiet=config.quiet,
+            live=io.stderr_tty,
+            color=io.color,
+            realtime=config.realtime,
+        ),
+        display,
+        io.stderr,
+        AssistantWords(),
+        counters=counters,
+        log_path=config.log_path,
+        trace_path=config.trace_path,
+    )
+    stats = InferenceStats()
+    source_scope = trio.CancelScope()
+
+    async def source() -> None:
+        with source_scope:
+            await source_run(frames_tx)
+
+    async def sink() -> None:
+        await sink_run(out_rx)
+
+    actors = [
+        Actor("logger", functools.partial(logger_actor, events_rx, log)),
+        Actor(
+            "inference",
+            functools.partial(
+                inference_actor, factory, frames_rx, out_tx, events_tx, record_tx,
+                realtime=config.realtime, max_frames=config.max_frames, stats=stats, log=log,
+                model_name=model_name, on_done=source_scope.cancel,
+                worker_factory=parts.worker_factory,
+            ),
+            start=True,
+        ),
+        Actor("sink", sink),
+    ]
+    if record_rx is not None:
+        actors.append(Actor("recorder", functools.partial(recorder_actor, record_rx, record_sink)))
+    actors.append(Actor("source", source))
+
+    reason = "end"
+    try:
+        await session.run(actors, handle_signals=parts.handle_signals)
+        if source_scope.cancelled_caught:
+            reason = "duration"
+    except Interrupted:
+        reason = "interrupted"
+        raise
+    except BaseException:
+        reason = "failed"
+        raise
+    finally:
+        for thing in opened:  # sinks the actors never got to close (a failed load)
+            with contextlib.suppress(Exception):
+                thing.close()
+        _drain(events_rx, log)
+        summary = log.finish(reason, {"model": model_name, "seed": stats.seed,
+                                       "load_seconds": round(stats.load_seconds, 3)})
+    return summary
+
+
+def _drain(events: Receiver[Any], log: SessionLog) -> None:
+    """Hand the logger what was still queued when the session was cancelled."""
+    import trio
+
+    with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+        while True:
+            log.handle(events.receive_nowait())
+
+
+def _plan_io(
+    config: TalkConfig, parts: TalkParts, opened: list[Any]
+) -> tuple[Callable[..., Any], Callable[..., Any], dict[str, Any]]:
+    """Choose the source and sink actors; open files now, resolve devices (not opened yet)."""
+    extra: dict[str, Any] = {}
+    if parts.source_actor is not None:
+        source_run = parts.source_actor
+    elif config.input_path is not None:
+        from xswarm.audio.files import file_source_actor, open_source
+
+        audio = open_source(config.input_path)
+        opened.append(audio)
+        source_run = functools.partial(_file_source, audio, realtime=config.realtime)
+    else:
+        source_run = _mic_source(config, extra)
+
+    if parts.sink_actor is not None:
+        sink_run = parts.sink_actor
+    elif config.output_path is not None:
+        from xswarm.audio.files import open_sink
+
+        audio_out = open_sink(config.output_path)
+        opened.append(audio_out)
+        sink_run = functools.partial(_aligned_sink, sink=audio_out)
+    else:
+        sink_run = _speaker_sink(config, extra)
+    return source_run, sink_run, extra
+
+
+async def _file_source(audio: Any, frames: Sender[AudioFrame], *, realtime: bool) -> None:
+    from xswarm.audio.files import file_source_actor
+
+    await file_source_actor(audio, frames, realtime=realtime)
+
+
+async def _aligned_sink(frames: Receiver[AudioFrame], *, sink: Any) -> None:
+    await aligned_sink_actor(frames, sink)
+
+
+def _mic_source(config: TalkConfig, extra: dict[str, Any]) -> Callable[..., Any]:
+    raise UsageError("live audio is not wired yet; use --input FILE --output FILE")
+
+
+def _speaker_sink(config: TalkConfig, extra: dict[str, Any]) -> Callable[..., Any]:
+    raise UsageError("live audio is not wired yet; use --input FILE --output FILE")
+
+
+async def _aiter_none() -> AsyncIterator[None]:  # pragma: no cover - typing helper
+    if False:
+        yield None
