@@ -404,7 +404,7 @@ class SessionLog:
                 "warning",
                 f"inference is slower than real time: a step takes {median * 1000:.0f} ms "
                 f"for a {FRAME_SECONDS * 1000:.0f} ms frame, so audio is dropped and silence "
-                "played; use a smaller or quantised model (--model moshiko-q4)",
+                "played; use a smaller or quantised model (e.g. --model moshiko-mlx-q4)",
                 {"step_ms": round(median * 1000, 1), "frame_ms": round(FRAME_SECONDS * 1000, 1)},
             ))
 

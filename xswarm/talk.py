@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from xswarm.log import SessionLog
     from xswarm.runtime import Receiver, Sender
 
-DEFAULT_MODEL: Final = "moshiko-q8"  # Kyutai's published Moshi (male voice), 8-bit: fits 16 GB Macs
+DEFAULT_MODEL: Final = "moshiko-mlx-q8"  # Kyutai's published Moshi (male voice), 8-bit: fits 16 GB Macs
 DEFAULT_PERSONA: Final = "default"  # Moshi's own behaviour, until personas exist
 FRAMES_CAPACITY: Final = 4  # frames (320 ms) from source to model: more is latency, not safety
 OUTPUT_CAPACITY: Final = 8  # frames (640 ms) from model to sink, the jitter buffer's own bound

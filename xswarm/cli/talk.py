@@ -32,7 +32,7 @@ Examples:
 @app.command(help=TALK_HELP, no_args_is_help=False)
 def talk(
     persona: str = typer.Option(None, "--persona", "-p", help="Who the assistant is (default: the built-in one)."),
-    model: str = typer.Option(None, "--model", "-m", help="A model name (xswarm models list) or a directory. [default: moshiko-q8]"),
+    model: str = typer.Option(None, "--model", "-m", help="A model name (xswarm models list) or a directory. [default: moshiko-mlx-q8]"),
     input_device: str = typer.Option(None, "--input-device", help="Microphone: index or part of its name (xswarm devices)."),
     output_device: str = typer.Option(None, "--output-device", help="Speaker: index or part of its name."),
     input: str = typer.Option(None, "--input", "-i", help="Read the user's side from an audio file ('-': stdin) instead of the mic."),
