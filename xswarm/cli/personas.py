@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -15,7 +16,7 @@ personas_app = typer.Typer(
     epilog=(
         "Built-in personas ship with xswarm; yours live in the config directory "
         "(xswarm personas new NAME prints the path) and shadow a built-in of the same name. "
-        "The default is XSWARM_PERSONA, else persona = \"...\" in config.toml, else jarvis."
+        'The default is XSWARM_PERSONA, else persona = "..." in config.toml, else jarvis.'
     ),
 )
 app.add_typer(personas_app)
@@ -179,7 +180,10 @@ Examples:
 
 @personas_app.command("check", epilog=CHECK_EXAMPLES)
 def check_command(
-    files: list[Path] = typer.Argument(..., help="Persona files to validate.", show_default=False),
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="Persona files to validate.", show_default=False, metavar="FILE..."),
+    ],
 ) -> None:
     """Validate persona files: prints "ok" per good file, or one error line and exits 2.
 
