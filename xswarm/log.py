@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import IO, Any, Final, TextIO
 
 from xswarm.audio import FRAME_SECONDS
-from xswarm.transcript import WORD_START, Word
 from xswarm.status import (
     BOLD,
     CYAN,
@@ -42,6 +41,7 @@ from xswarm.status import (
     format_status,
     level_db,
 )
+from xswarm.transcript import WORD_START, Word
 
 SPEAKER_ASSISTANT: Final = "assistant"
 LINE_GAP_SECONDS: Final = 1.6  # a pause this long ends a pretty transcript line: a new thought

@@ -34,13 +34,13 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO
 
 from xswarm.audio import FRAME_SAMPLES, FRAME_SECONDS
-from xswarm.errors import Interrupted, UsageError, XswarmError
+from xswarm.errors import Interrupted, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,6 +56,8 @@ OUTPUT_CAPACITY: Final = 8  # frames (640 ms) from model to sink, the jitter buf
 EVENTS_CAPACITY: Final = 1024  # reports (82 s) to the logger: a stalled stdout pipe shows as drops
 RECORD_CAPACITY: Final = 64  # frame pairs (5 s) to the --record writer: a slow disk has slack
 PROGRESS_REFRESH: Final = 0.1  # s between redraws of the load bar
+JITTER_PREFILL: Final = 2 * FRAME_SAMPLES  # samples (160 ms) queued before playback starts:
+# mic and speaker callbacks share a clock but not a phase; one frame of slack absorbs that
 
 
 # -- configuration ------------------------------------------------------------------
@@ -234,7 +236,6 @@ async def inference_actor(
 
     from xswarm.audio.frame import AudioFrame
     from xswarm.log import FrameReport, Notice
-    from xswarm.status import format_progress
 
     if worker_factory is None:
         from xswarm.inference.worker import open_mlx_worker
@@ -425,9 +426,14 @@ async def run_talk(config: TalkConfig, io: TalkIO, parts: TalkParts | None = Non
     factory = parts.engine_factory
     model_name = parts.model_name or config.model
     if factory is None:
-        from xswarm import models
+        from xswarm.models import resolve
 
-        resolved = models.resolve(config.model)
+        resolved = resolve(config.model)
+        if getattr(resolved, "kind", "moshi") != "moshi":
+            raise UsageError(
+                f"model {config.model!r} is a {resolved.kind} model; talk needs a Moshi model "
+                f"such as {DEFAULT_MODEL} or tiny-random (see xswarm models list)"
+            )
         model_name = getattr(resolved, "name", None) or config.model
         factory = moshi_engine_factory(resolved, config.seed)
 
@@ -539,7 +545,7 @@ def _plan_io(
     if parts.source_actor is not None:
         source_run = parts.source_actor
     elif config.input_path is not None:
-        from xswarm.audio.files import file_source_actor, open_source
+        from xswarm.audio.files import open_source
 
         audio = open_source(config.input_path)
         opened.append(audio)
@@ -571,13 +577,40 @@ async def _aligned_sink(frames: Receiver[AudioFrame], *, sink: Any) -> None:
 
 
 def _mic_source(config: TalkConfig, extra: dict[str, Any]) -> Callable[..., Any]:
-    raise UsageError("live audio is not wired yet; use --input FILE --output FILE")
+    """The mic actor on the chosen input device (resolved now, opened when the session runs)."""
+    from xswarm.audio.devices import StreamStats, resolve_device
+
+    device = resolve_device(config.input_device, "input")
+    stats = StreamStats()
+    extra["mic_stats"] = stats
+    return functools.partial(_mic, device=device.index, stats=stats)
+
+
+async def _mic(frames: Sender[AudioFrame], *, device: int, stats: Any) -> None:
+    from xswarm.audio.devices import mic_actor
+
+    await mic_actor(frames, device=device, stats=stats)
 
 
 def _speaker_sink(config: TalkConfig, extra: dict[str, Any]) -> Callable[..., Any]:
-    raise UsageError("live audio is not wired yet; use --input FILE --output FILE")
+    """The speaker actor on the chosen output device, through a jitter buffer we can read."""
+    from xswarm.audio.devices import StreamStats, resolve_device
+    from xswarm.audio.jitter import JitterBuffer
+
+    device = resolve_device(config.output_device, "output")
+    buffer = JitterBuffer(prefill=JITTER_PREFILL)
+    stats = StreamStats()
+
+    def sink_stats() -> dict[str, int]:
+        jitter = buffer.stats()
+        return {"underruns": jitter.underruns, "drops": -(-jitter.dropped // FRAME_SAMPLES)}
+
+    extra["sink_stats"] = sink_stats
+    extra["speaker_stats"] = stats
+    return functools.partial(_speaker, device=device.index, buffer=buffer, stats=stats)
 
 
-async def _aiter_none() -> AsyncIterator[None]:  # pragma: no cover - typing helper
-    if False:
-        yield None
+async def _speaker(frames: Receiver[AudioFrame], *, device: int, buffer: Any, stats: Any) -> None:
+    from xswarm.audio.devices import speaker_actor
+
+    await speaker_actor(frames, device=device, buffer=buffer, stats=stats)
