@@ -7,6 +7,7 @@ the token buffer, seeds, forcing) are those of the real engine.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 import pytest
-from moshi_mlx.models import Lm, LmConfig
+import trio
+from moshi_mlx.models import Lm, LmConfig, LmGen
 from moshi_mlx.models.lm import DepFormerConfig
 from moshi_mlx.modules.kv_cache import RotatingKVCache
 from moshi_mlx.modules.transformer import TransformerConfig
@@ -29,6 +31,7 @@ from xswarm.inference.moshi import (
     window_cache,
 )
 from xswarm.inference.sampling import SamplingConfig
+from xswarm.inference.worker import open_mlx_worker
 
 CONTEXT = 12  # steps: small, so that the KV ring wraps within a test
 MAX_STEPS = 20  # the smallest token buffer the tests roll through
@@ -65,11 +68,14 @@ class FakeCodec:
 
     def __init__(self) -> None:
         self.frames_decoded = 0
+        self.threads: set[int] = set()  # where encode/decode ran
 
     def encode_step(self, pcm: np.ndarray) -> np.ndarray:
+        self.threads.add(threading.get_ident())
         return (np.abs(pcm[:8]) * 1e4).astype(np.int64) % 2048
 
     def decode_step(self, codes: np.ndarray) -> np.ndarray:
+        self.threads.add(threading.get_ident())
         self.frames_decoded += 1
         pitch = 1 + int(codes.sum()) % 7
         return np.sin(np.arange(1920, dtype=np.float32) * pitch / 100).astype(np.float32)
@@ -254,21 +260,33 @@ def test_seed_is_drawn_and_reported_when_not_given(lm: Lm, frames: list[np.ndarr
     assert run(engine, frames[:8]).text_tokens == run(replay, frames[:8]).text_tokens
 
 
-def test_engine_refuses_other_threads(lm: Lm, frames: list[np.ndarray]) -> None:
-    engine = make_engine(lm)
-    errors: list[BaseException] = []
+async def test_engine_runs_on_the_mlx_worker_thread(
+    lm: Lm, frames: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lm_threads: set[int] = set()
+    real_step = LmGen._step
 
-    def misuse() -> None:
-        try:
-            engine.step(frames[0])
-        except RuntimeError as error:
-            errors.append(error)
+    def spy(gen: LmGen, *args: object, **kwargs: object) -> object:
+        lm_threads.add(threading.get_ident())
+        return real_step(gen, *args, **kwargs)
 
-    thread = threading.Thread(target=misuse)
-    thread.start()
-    thread.join()
-    assert len(errors) == 1 and "go through the MLX worker" in str(errors[0])
-    assert engine.steps == 0
+    monkeypatch.setattr(LmGen, "_step", spy)
+    codec = FakeCodec()
+    with trio.fail_after(30):
+        async with open_mlx_worker() as worker:
+            build = functools.partial(
+                MoshiEngine, lm, codec, FakeTokenizer(), sampling=SamplingConfig(seed=3)
+            )
+            engine = await worker.run(build)
+            await worker.run(engine.force_text, "w1 w2")
+            results = [await worker.run(engine.step, frame) for frame in frames[:6]]
+            await worker.run(engine.reset)
+            with pytest.raises(RuntimeError, match="go through the MLX worker"):
+                engine.step(frames[0])  # from the Trio thread: refused before any MLX call
+    assert [r.index for r in results] == list(range(6))
+    assert engine.thread_ident == worker.thread_ident
+    assert lm_threads == {worker.thread_ident}  # warm-up and real steps
+    assert codec.threads == {worker.thread_ident}
 
 
 def _attended_positions(cache: RotatingKVCache, context: int, steps: int) -> Iterator[set[int]]:
