@@ -1,0 +1,175 @@
+"""``sphinx-en``: the offline fallback engine, pocketsphinx with its bundled English model.
+
+The pocketsphinx wheel ships an English acoustic model, dictionary and
+language model, so ``xswarm transcribe`` works on a fresh offline machine
+before any Kyutai model is pulled. It is far less accurate than Kyutai's STT
+on real speech, but clear speech (flite's ``slt`` voice) decodes well.
+
+Pipeline per stream: 24 kHz frames -> streaming soxr to 16 kHz (what the
+model was trained on) -> int16 -> pocketsphinx's :class:`Endpointer` (voice
+activity) -> one decoder utterance per speech region. Word times are the
+region's start plus the decoder's frame offsets (100 frames per second).
+Memory stays flat for long inputs: only the current utterance is held, and an
+utterance is cut after :data:`MAX_UTTERANCE_SECONDS` of continuous speech.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from xswarm.audio import SAMPLE_RATE
+from xswarm.errors import ModelError, XswarmError
+from xswarm.stt.engine import AudioStream, ProgressEvent, StreamEnd, SttEvent, WordEvent
+from xswarm.transcript import Word
+
+if TYPE_CHECKING:
+    import numpy as np
+
+NAME: Final = "sphinx-en"
+SPHINX_RATE: Final = 16_000  # Hz, the rate pocketsphinx's en-us model was trained on
+SPHINX_FPS: Final = 100  # decoder frames per second (10 ms hop): seg() times are in these
+MAX_UTTERANCE_SECONDS: Final = 30.0  # s of continuous speech before an utterance is cut
+PROGRESS_EVERY: Final = 6  # frames (0.48 s) between progress events
+FILLERS: Final = frozenset({"<s>", "</s>", "<sil>", "[NOISE]", "[SPEECH]"})  # not words
+
+
+class SphinxEngine:
+    """pocketsphinx behind the :class:`~xswarm.stt.engine.SttEngine` interface.
+
+    Streams are decoded one after the other (``batch_size`` 1): pocketsphinx
+    has no batch and is already faster than real time here (RTF ~0.1).
+    Raises :class:`~xswarm.errors.ModelError` if pocketsphinx cannot load.
+    """
+
+    name = NAME
+    batch_size = 1
+
+    def __init__(self) -> None:
+        try:
+            import pocketsphinx
+
+            pocketsphinx.set_loglevel("FATAL")  # its INFO lines would flood stderr
+            self._decoder: Any = pocketsphinx.Decoder(loglevel="FATAL")
+        except (ImportError, RuntimeError, ValueError) as error:
+            raise ModelError(
+                f"{NAME}: pocketsphinx could not load ({error}); "
+                "reinstall it: pip install 'pocketsphinx>=5,<6'"
+            ) from None
+
+    def transcribe(self, streams: Sequence[AudioStream]) -> Iterator[SttEvent]:
+        for stream in streams:
+            yield from self._one(stream)
+
+    def _one(self, stream: AudioStream) -> Iterator[SttEvent]:
+        import numpy as np
+        import pocketsphinx
+        import soxr
+
+        resampler = soxr.ResampleStream(SAMPLE_RATE, SPHINX_RATE, 1, dtype="float32")
+        endpointer = pocketsphinx.Endpointer(sample_rate=SPHINX_RATE)
+        utterance = _Utterance(self._decoder)
+        pending = b""
+        yielded = 0
+        count = 0
+        error: XswarmError | None = None
+        try:
+            for frame in stream.frames:
+                yielded += len(frame)
+                count += 1
+                pcm16 = _int16(resampler.resample_chunk(frame, last=False))
+                pending += pcm16
+                pending = yield from self._feed(stream, endpointer, utterance, pending)
+                if count % PROGRESS_EVERY == 0:
+                    yield ProgressEvent(stream.index, yielded / SAMPLE_RATE)
+        except XswarmError as failure:
+            error = failure
+        duration = stream.samples(yielded) / SAMPLE_RATE
+        if error is None:
+            pending += _int16(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+            pending = yield from self._feed(stream, endpointer, utterance, pending)
+            if endpointer.in_speech:
+                # end_stream rejects an empty buffer: one silent sample stands in
+                tail = endpointer.end_stream(pending or bytes(2))
+                if tail is not None:
+                    utterance.feed(tail, endpointer.speech_start)
+        for word in utterance.end():
+            yield WordEvent(stream.index, _clamp(word, duration))
+        yield StreamEnd(stream.index, duration, error)
+
+    def _feed(
+        self, stream: AudioStream, endpointer: Any, utterance: _Utterance, pending: bytes
+    ) -> Iterator[SttEvent]:
+        """Run whole VAD frames from ``pending`` through; return what is left over."""
+        size = endpointer.frame_bytes
+        offset = 0
+        while len(pending) - offset >= size:
+            chunk = pending[offset : offset + size]
+            offset += size
+            speech = endpointer.process(chunk)
+            if speech is None:
+                continue
+            for word in utterance.feed(speech, endpointer.speech_start):
+                yield WordEvent(stream.index, word)
+            if not endpointer.in_speech:
+                for word in utterance.end():
+                    yield WordEvent(stream.index, word)
+        return pending[offset:]
+
+
+class _Utterance:
+    """One decoder utterance: started at the first speech bytes, ended by silence or length."""
+
+    def __init__(self, decoder: Any) -> None:
+        self._decoder = decoder
+        self._active = False
+        self._start = 0.0  # s, input time of the utterance's first sample
+        self._samples = 0
+
+    def feed(self, speech: bytes, region_start: float) -> list[Word]:
+        words: list[Word] = []
+        if self._active and self._samples >= MAX_UTTERANCE_SECONDS * SPHINX_RATE:
+            start = self._start + self._samples / SPHINX_RATE
+            words = self.end()
+            self._begin(start)
+        elif not self._active:
+            self._begin(region_start)
+        self._decoder.process_raw(speech, False, False)
+        self._samples += len(speech) // 2
+        return words
+
+    def _begin(self, start: float) -> None:
+        self._decoder.start_utt()
+        self._active = True
+        self._start = start
+        self._samples = 0
+
+    def end(self) -> list[Word]:
+        if not self._active:
+            return []
+        self._active = False
+        self._decoder.end_utt()
+        words = []
+        limit = self._start + self._samples / SPHINX_RATE
+        for seg in self._decoder.seg():
+            text = seg.word
+            if text in FILLERS or text.startswith("+"):  # +NOISE+ style fillers
+                continue
+            text = text.split("(")[0]  # alternate pronunciations: "read(2)" -> "read"
+            start = min(self._start + seg.start_frame / SPHINX_FPS, limit)
+            end = min(self._start + (seg.end_frame + 1) / SPHINX_FPS, limit)
+            words.append(Word(start=start, end=max(start, end), text=text))
+        return words
+
+
+def _int16(samples: np.ndarray) -> bytes:
+    import numpy as np
+
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
+
+
+def _clamp(word: Word, duration: float) -> Word:
+    if word.end <= duration or math.isclose(word.end, duration):
+        return word
+    return Word(start=min(word.start, duration), end=duration, text=word.text)
