@@ -519,3 +519,117 @@ def test_actor_graph_process_exits_cleanly_on_signal(signum: signal.Signals, cod
     assert elapsed < 1.0
     assert "Traceback" not in stderr
     assert stderr == f"xswarm: interrupted by {signal.Signals(signum).name}\n"
+
+
+async def test_started_actor_that_never_says_ready_is_named() -> None:
+    async def loader(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        return
+
+    with pytest.raises(
+        XswarmError, match=r"^actor 'loader' returned without calling task_status.started\(\)$"
+    ):
+        await run_actors([Actor("loader", loader, start=True)], handle_signals=False)
+
+
+async def test_no_actors_returns_at_once() -> None:
+    with trio.fail_after(CAP):
+        await run_actors([])
+
+
+# --------------------------------------------------------------------------- with the MLX worker
+
+
+def _mlx_gain(frame: list[float], seen: set[int]) -> list[float]:
+    import mlx.core as mx
+
+    seen.add(threading.get_ident())
+    out = mx.array(frame) * 2.0
+    mx.eval(out)
+    return out.tolist()
+
+
+def _mlx_fails(frame: list[float], seen: set[int]) -> list[float]:
+    from xswarm.errors import ModelError
+
+    raise ModelError("model 'tiny' produced NaN; re-pull it with `xswarm models pull tiny`")
+
+
+def _talk_graph(
+    session: Session, step: object, finished: list[str], seen: set[int], got: list[list[float]]
+) -> list[Actor]:
+    from xswarm.inference.worker import open_mlx_worker
+
+    mic_tx, mic_rx = session.open_channel("frames", 4, overflow=Overflow.DROP_OLDEST)
+    pcm_tx, pcm_rx = session.open_channel("pcm", 4, overflow=Overflow.DROP_OLDEST)
+
+    async def mic() -> None:
+        try:
+            with mic_tx:
+                for i in range(10_000):
+                    mic_tx.send_nowait([float(i)] * 8)
+                    await trio.sleep(0.002)
+        finally:
+            finished.append("mic")
+
+    async def inference(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with open_mlx_worker() as worker:
+                await worker.run(_mlx_gain, [0.0], seen)  # "load the model" first
+                task_status.started()
+                with mic_rx, pcm_tx:
+                    async for frame in mic_rx:
+                        pcm_tx.send_nowait(await worker.run(step, frame, seen))
+        finally:
+            finished.append("inference")
+
+    async def playback() -> None:
+        try:
+            with pcm_rx:
+                async for pcm in pcm_rx:
+                    got.append(pcm)
+                    if len(got) == 20:
+                        os.kill(os.getpid(), signal.SIGINT)
+        finally:
+            finished.append("playback")
+
+    return [
+        Actor("inference", inference, start=True),
+        Actor("mic", mic),
+        Actor("playback", playback),
+    ]
+
+
+async def test_sigint_stops_a_graph_using_the_mlx_worker_and_leaves_no_thread() -> None:
+    before = set(threading.enumerate())
+    finished: list[str] = []
+    seen: set[int] = set()
+    got: list[list[float]] = []
+    session = Session()
+    with trio.fail_after(CAP), pytest.raises(Interrupted) as info:
+        await session.run(_talk_graph(session, _mlx_gain, finished, seen, got))
+    assert info.value.exit_code == ExitCode.INTERRUPTED
+    assert sorted(finished) == ["inference", "mic", "playback"]
+    assert len(seen) == 1 and threading.get_ident() not in seen
+    # Every frame was doubled on the worker, and frames stayed in order (drops allowed).
+    assert all(len(set(pcm)) == 1 and pcm[0] % 2 == 0 for pcm in got)
+    firsts = [pcm[0] for pcm in got]
+    assert firsts == sorted(set(firsts))
+    assert len(got) >= 20
+    assert set(threading.enumerate()) == before
+
+
+async def test_model_error_in_the_worker_ends_the_session_and_leaves_no_thread() -> None:
+    from xswarm.errors import ModelError
+
+    before = set(threading.enumerate())
+    finished: list[str] = []
+    session = Session()
+    with trio.fail_after(CAP), pytest.raises(ModelError) as info:
+        await session.run(
+            _talk_graph(session, _mlx_fails, finished, set(), []), handle_signals=False
+        )
+    assert info.value.message == (
+        "model 'tiny' produced NaN; re-pull it with `xswarm models pull tiny`"
+    )
+    assert sorted(finished) == ["inference", "mic", "playback"]
+    assert set(threading.enumerate()) == before

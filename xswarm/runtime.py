@@ -485,6 +485,18 @@ async def pump(
             await sink.send(transform(item) if transform is not None else item)  # type: ignore[arg-type]
 
 
+class _ReadyStatus:
+    """Passes ``started()`` on, remembering it was called (to name a silent actor)."""
+
+    def __init__(self, inner: trio.TaskStatus[None]) -> None:
+        self._inner = inner
+        self.ready = False
+
+    def started(self, value: None = None) -> None:
+        self.ready = True
+        self._inner.started(value)
+
+
 def _cancel(scope: trio.CancelScope, reason: str) -> None:
     try:
         scope.cancel(reason=reason)
@@ -639,7 +651,12 @@ class Session:
     ) -> None:
         try:
             if actor.start:
-                await actor.run(task_status=task_status)
+                status = _ReadyStatus(task_status)
+                await actor.run(task_status=status)
+                if not status.ready:
+                    raise XswarmError(
+                        f"actor '{actor.name}' returned without calling task_status.started()"
+                    )
             else:
                 await actor.run()
         except Exception as exc:  # BaseException (Cancelled, KeyboardInterrupt) passes
