@@ -182,7 +182,7 @@ Examples:
 def check_command(
     files: Annotated[
         list[Path],
-        typer.Argument(help="Persona files to validate.", show_default=False, metavar="FILE..."),
+        typer.Argument(help="Persona files to validate.", show_default=False, metavar="FILE"),
     ],
 ) -> None:
     """Validate persona files: prints "ok" per good file, or one error line and exits 2.
