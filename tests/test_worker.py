@@ -249,3 +249,24 @@ def test_forgotten_worker_stops_its_thread_when_collected() -> None:
     thread.join(CAP)
     assert not thread.is_alive()
     assert set(threading.enumerate()) == before
+
+
+async def test_call_submitted_while_closing_is_refused_not_lost() -> None:
+    token = trio.lowlevel.current_trio_token()
+    entered = trio.Event()
+    release = threading.Event()
+    log: list[str] = []
+    worker = MlxWorker()
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                functools.partial(worker.run, _blocking_call, token, entered, release, log, False)
+            )
+            await entered.wait()
+            nursery.start_soon(worker.aclose)  # waits for the running call
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(WorkerClosedError):
+                await worker.run(sum, [1])
+            release.set()
+    assert log == ["abandoned call finished"]
+    assert not any(t.ident == worker.thread_ident for t in threading.enumerate())

@@ -95,6 +95,14 @@ def _serve(calls: queue.SimpleQueue[Any], ready: threading.Event) -> None:
         del call, result  # drop references (large arrays) before waiting again
 
 
+def _in_trio_run() -> bool:
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return False
+    return True
+
+
 class MlxWorker:
     """Runs calls one at a time on a dedicated thread; see the module docstring.
 
@@ -107,6 +115,7 @@ class MlxWorker:
 
     def __init__(self) -> None:
         self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # orders submissions against the stop
         self._closed = False
         ready = threading.Event()
         self._thread = threading.Thread(
@@ -142,7 +151,6 @@ class MlxWorker:
         and abandons the call (see the module docstring). Bind keyword arguments
         with ``functools.partial``.
         """
-        self._check_open()
         token = trio.lowlevel.current_trio_token()
         task = trio.lowlevel.current_task()
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -157,7 +165,7 @@ class MlxWorker:
                 token.run_sync_soon(resume, result)
 
         call = _Call(fn, args, deliver)
-        self._calls.put(call)
+        self._submit(call)
 
         def abort(raise_cancel: Any) -> trio.lowlevel.Abort:
             call.abandoned = True
@@ -175,9 +183,8 @@ class MlxWorker:
         """
         if self.on_worker_thread():
             return fn(*args)
-        if trio.lowlevel.in_trio_run():
+        if _in_trio_run():
             raise RuntimeError("MlxWorker.call blocks: in Trio code use `await worker.run(...)`")
-        self._check_open()
         future: Future[Any] = Future()
 
         def deliver(result: outcome.Outcome[Any]) -> None:
@@ -186,24 +193,28 @@ class MlxWorker:
             elif isinstance(result, outcome.Value):
                 future.set_result(result.value)
 
-        self._calls.put(_Call(fn, args, deliver))
+        self._submit(_Call(fn, args, deliver))
         value: R = future.result()
         return value
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise WorkerClosedError("the MLX worker is closed; open a new one")
+    def _submit(self, call: _Call) -> None:
+        # Under the lock, a call is either queued before the stop (and runs) or refused.
+        with self._lock:
+            if self._closed:
+                raise WorkerClosedError("the MLX worker is closed; open a new one")
+            self._calls.put(call)
 
     # -- closing
 
     def _stop(self, notify: Callable[[], None] | None = None) -> bool:
         """Queue the stop; False if it was queued before."""
-        if self._closed:
-            return False
-        self._closed = True
-        self._finalizer.detach()
-        self._calls.put(_Stop(notify))
-        return True
+        with self._lock:
+            if self._closed:
+                return False
+            self._closed = True
+            self._finalizer.detach()
+            self._calls.put(_Stop(notify))
+            return True
 
     def close(self) -> None:
         """Let queued calls finish, stop the thread and join it (idempotent; blocks)."""
