@@ -1,0 +1,164 @@
+"""Download a published model's files into the Hugging Face cache, with progress.
+
+``huggingface_hub`` does the downloading (into ``HF_HOME``, shared with other
+tools, resumed from its ``.incomplete`` file after an interruption); this
+module adds what xswarm needs around it: a per-file progress callback (the
+hub's own tqdm bars are turned off; the CLI draws a rich bar from the
+callback) and one-line errors for offline mode, no network, a missing repo or
+a gated one.
+
+Generated models are "pulled" by generating them (:mod:`xswarm.models.tiny`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from xswarm.errors import ModelError
+from xswarm.models.registry import CONFIG_FILE, ModelSpec
+
+POLL_SECONDS: Final = 0.2  # how often the partial file's size is read for the progress bar
+OFFLINE_ENV: Final = "HF_HUB_OFFLINE"
+
+
+@dataclasses.dataclass(frozen=True)
+class PullProgress:
+    """Progress of one file: ``done`` of ``total`` bytes (total 0 when unknown)."""
+
+    filename: str
+    done: int
+    total: int
+    finished: bool = False
+
+
+ProgressCallback = Callable[[PullProgress], None]
+
+
+def offline_mode() -> bool:
+    """True when ``HF_HUB_OFFLINE`` asks huggingface_hub never to touch the network."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _offline_error(spec: ModelSpec) -> ModelError:
+    return ModelError(
+        f"cannot pull {spec.name}: offline mode ({OFFLINE_ENV} is set); "
+        f"unset {OFFLINE_ENV} and run `{spec.pull_command}` again"
+    )
+
+
+def _network_error(spec: ModelSpec, filename: str, error: BaseException) -> ModelError:
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+    )
+
+    if isinstance(error, OfflineModeIsEnabled):
+        return _offline_error(spec)
+    if isinstance(error, GatedRepoError):
+        return ModelError(
+            f"cannot pull {spec.name}: {spec.repo} is gated; accept its terms on "
+            "huggingface.co and log in with `huggingface-cli login`"
+        )
+    if isinstance(error, RepositoryNotFoundError):
+        return ModelError(f"cannot pull {spec.name}: repository {spec.repo} not found on huggingface.co")
+    if isinstance(error, EntryNotFoundError):
+        return ModelError(f"cannot pull {spec.name}: {filename} not found in {spec.repo}")
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return ModelError(
+        f"cannot pull {spec.name}: huggingface.co not reachable while fetching {filename} "
+        f"({reason}); check the network and run `{spec.pull_command}` again (it resumes)"
+    )
+
+
+def _partial_size(blobs: Path) -> int:
+    try:
+        return max((p.stat().st_size for p in blobs.glob("*.incomplete")), default=0)
+    except OSError:
+        return 0
+
+
+def _download_one(spec: ModelSpec, filename: str, progress: ProgressCallback | None) -> Path:
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.constants import HF_HUB_CACHE, REPO_ID_SEPARATOR
+
+    assert spec.repo is not None
+    try:
+        total = get_hf_file_metadata(hf_hub_url(spec.repo, filename)).size or 0
+    except Exception as error:
+        raise _network_error(spec, filename, error) from None
+    blobs = Path(HF_HUB_CACHE) / ("models" + REPO_ID_SEPARATOR + spec.repo.replace("/", REPO_ID_SEPARATOR)) / "blobs"
+    result: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            result["path"] = hf_hub_download(spec.repo, filename)  # type: ignore[arg-type]
+        except BaseException as error:  # handed to the caller's thread below
+            result["error"] = error
+
+    # The download runs in a helper thread so this thread can report progress;
+    # if the user interrupts, the thread is a daemon and the partial file stays
+    # for the next pull to resume.
+    thread = threading.Thread(target=work, name=f"pull-{filename}", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(POLL_SECONDS)
+        if progress is not None and thread.is_alive():
+            progress(PullProgress(filename, min(_partial_size(blobs), total), total))
+    if "error" in result:
+        raise _network_error(spec, filename, result["error"])  # type: ignore[arg-type]
+    if progress is not None:
+        progress(PullProgress(filename, total, total, finished=True))
+    return Path(str(result["path"]))
+
+
+def pull_files(spec: ModelSpec, progress: ProgressCallback | None = None) -> list[Path]:
+    """Make every file of ``spec`` present in the Hugging Face cache.
+
+    Files already cached are reported finished and not fetched again. Runs on
+    the caller's thread (the download itself in a helper thread). Raises
+    :class:`ModelError` with a one-line reason on any failure.
+    """
+    from xswarm.models.resolve import DEFAULT_LM_FILE, cached_file
+
+    if spec.repo is None:
+        raise ModelError(f"{spec.name} is generated, not downloaded")
+    if offline_mode():
+        raise _offline_error(spec)
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+
+    def fetch(filename: str) -> Path:
+        path = cached_file(spec, filename)
+        if path is None:
+            return _download_one(spec, filename, progress)
+        if progress is not None:
+            size = path.stat().st_size
+            progress(PullProgress(filename, size, size, finished=True))
+        return path
+
+    names = [spec.lm_file, spec.codec_file, spec.tokenizer_file]
+    done: list[Path] = []
+    if spec.has_config:
+        # The published config names the other files; trust it over the registry.
+        config_path = fetch(CONFIG_FILE)
+        done.append(config_path)
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ModelError(f"{config_path}: unreadable config ({error})") from None
+        names = [
+            str(config.get("moshi_name") or DEFAULT_LM_FILE),
+            str(config.get("mimi_name") or spec.codec_file),
+            str(config.get("tokenizer_name") or spec.tokenizer_file),
+        ]
+    done.extend(fetch(name) for name in dict.fromkeys(names))
+    return done
