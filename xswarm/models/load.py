@@ -61,7 +61,9 @@ def lm_config_of(resolved: ResolvedModel) -> LmConfig:
         raise ModelError(f"{where}: invalid LM config ({error})") from None
 
 
-def _choose_weights(resolved: ResolvedModel, quantize: int | None) -> tuple[Path, int | None, int | None]:
+def _choose_weights(
+    resolved: ResolvedModel, quantize: int | None
+) -> tuple[Path, int | None, int | None]:
     """(file to load, its bits, bits to quantise to after loading) for a request."""
     if quantize is not None and quantize not in GROUP_SIZES:
         raise ModelError(f"unsupported quantisation {quantize} bits: use 4 or 8")
@@ -110,7 +112,9 @@ def _load_tensors(header: Header, progress: ProgressCallback | None) -> dict[str
     try:
         arrays = mx.load(str(header.path))
     except (RuntimeError, ValueError, OSError) as error:
-        raise ModelError(f"{header.path}: cannot be read by MLX ({error}); fetch it again") from None
+        raise ModelError(
+            f"{header.path}: cannot be read by MLX ({error}); fetch it again"
+        ) from None
     total = header.data_bytes
     done = 0
     if progress is not None:
@@ -162,7 +166,9 @@ def load_lm(
             model.load_weights(list(arrays.items()), strict=True)
         except ValueError as error:
             first = str(error).splitlines()[0]
-            raise ModelError(f"{path}: does not fit the config of {resolved.name} ({first})") from None
+            raise ModelError(
+                f"{path}: does not fit the config of {resolved.name} ({first})"
+            ) from None
     if quantize_after is not None:
         nn.quantize(model, bits=quantize_after, group_size=GROUP_SIZES[quantize_after])
     mx.eval(model.parameters())
@@ -196,7 +202,9 @@ def load_text_tokenizer(resolved: ResolvedModel) -> SentencePieceProcessor:
         processor = sentencepiece.SentencePieceProcessor(model_file=str(path))
     except (OSError, RuntimeError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ModelError(f"{path}: not a valid SentencePiece model ({first}); fetch it again") from None
+        raise ModelError(
+            f"{path}: not a valid SentencePiece model ({first}); fetch it again"
+        ) from None
     text_card = resolved.config.get("text_card")
     if isinstance(text_card, int) and processor.vocab_size() < text_card:
         raise ModelError(
@@ -228,7 +236,9 @@ def _frame(pcm: np.ndarray) -> np.ndarray:
     import numpy as np
 
     if pcm.shape != (FRAME_SAMPLES,):
-        raise ValueError(f"Mimi takes frames of {FRAME_SAMPLES} samples, got an array of shape {pcm.shape}")
+        raise ValueError(
+            f"Mimi takes frames of {FRAME_SAMPLES} samples, got an array of shape {pcm.shape}"
+        )
     return np.ascontiguousarray(pcm, dtype=np.float32).reshape(1, 1, FRAME_SAMPLES)
 
 
@@ -321,7 +331,9 @@ def _check_codec_file(path: Path, mimi_config: Any) -> None:
             "(not a Mimi checkpoint, or a different codec?)"
         )
     check_against(
-        Header(path, {k: header.tensors[k] for k in expected}, header.metadata, header.expected_size),
+        Header(
+            path, {k: header.tensors[k] for k in expected}, header.metadata, header.expected_size
+        ),
         expected,
         what="this Mimi codec",
     )
@@ -352,7 +364,9 @@ def load_codec(
         except (KeyError, TypeError) as error:
             raise ModelError(f"{resolved.config_path}: invalid {CONFIG_KEY} ({error})") from None
         if backend == "rust":
-            raise ModelError(f"{path}: a tiny generated Mimi; rustymimi only runs the full-size codec")
+            raise ModelError(
+                f"{path}: a tiny generated Mimi; rustymimi only runs the full-size codec"
+            )
         _check_codec_file(path, mimi_config)
         return MlxMimiCodec(path, mimi_config, num_codebooks)
     from moshi_mlx.models.mimi import mimi_202407

@@ -148,7 +148,7 @@ def randomize_codebooks(mimi: Mimi, seed: int) -> None:
         key=lambda item: item[0],
     )
     keys = mx.random.split(mx.random.key(seed), len(books))
-    for key, (_, book) in zip(keys, books):
+    for key, (_, book) in zip(keys, books, strict=True):
         book.embedding_sum = mx.random.normal(book.embedding_sum.shape, key=key)
         book.cluster_usage = mx.ones(book.cluster_usage.shape)
         book.initialized = mx.ones(book.initialized.shape)

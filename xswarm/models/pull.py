@@ -68,7 +68,9 @@ def _network_error(spec: ModelSpec, filename: str, error: BaseException) -> Mode
             "huggingface.co and log in with `huggingface-cli login`"
         )
     if isinstance(error, RepositoryNotFoundError):
-        return ModelError(f"cannot pull {spec.name}: repository {spec.repo} not found on huggingface.co")
+        return ModelError(
+            f"cannot pull {spec.name}: repository {spec.repo} not found on huggingface.co"
+        )
     if isinstance(error, EntryNotFoundError):
         return ModelError(f"cannot pull {spec.name}: {filename} not found in {spec.repo}")
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -94,7 +96,11 @@ def _download_one(spec: ModelSpec, filename: str, progress: ProgressCallback | N
         total = get_hf_file_metadata(hf_hub_url(spec.repo, filename)).size or 0
     except Exception as error:
         raise _network_error(spec, filename, error) from None
-    blobs = Path(HF_HUB_CACHE) / ("models" + REPO_ID_SEPARATOR + spec.repo.replace("/", REPO_ID_SEPARATOR)) / "blobs"
+    blobs = (
+        Path(HF_HUB_CACHE)
+        / ("models" + REPO_ID_SEPARATOR + spec.repo.replace("/", REPO_ID_SEPARATOR))
+        / "blobs"
+    )
     result: dict[str, object] = {}
 
     def work() -> None:

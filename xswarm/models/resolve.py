@@ -191,7 +191,9 @@ def resolve_directory(directory: Path, *, spec: ModelSpec | None = None) -> Reso
     if config_path.is_file():
         config = _read_config(config_path)
         lm_name = str(config.get("moshi_name") or DEFAULT_LM_FILE)
-        codec_name = str(config.get("mimi_name") or _first_existing(directory, (MIMI_FILE, MIMI_STT_FILE)))
+        codec_name = str(
+            config.get("mimi_name") or _first_existing(directory, (MIMI_FILE, MIMI_STT_FILE))
+        )
         tok_name = str(config.get("tokenizer_name") or MOSHI_TOKENIZER_FILE)
     elif spec is not None and spec.builtin_config is not None:
         config_path = None
@@ -226,7 +228,9 @@ def resolve_directory(directory: Path, *, spec: ModelSpec | None = None) -> Reso
         )
         if spec.generated:
             fix = f"delete {directory} to regenerate it"
-        raise ModelError(f"model {spec.name} is incomplete: missing {', '.join(missing)} in {directory}: {fix}")
+        raise ModelError(
+            f"model {spec.name} is incomplete: missing {', '.join(missing)} in {directory}: {fix}"
+        )
     return ResolvedModel(
         spec=spec,
         directory=directory,
@@ -239,7 +243,7 @@ def resolve_directory(directory: Path, *, spec: ModelSpec | None = None) -> Reso
 
 
 def cached_file(spec: ModelSpec, filename: str) -> Path | None:
-    """The Hugging Face cache path of ``filename`` of ``spec``'s repo, or None (never the network)."""
+    """Where ``filename`` of ``spec``'s repo is in the Hugging Face cache; None (no network)."""
     if spec.repo is None:
         return None
     from huggingface_hub import try_to_load_from_cache
@@ -255,8 +259,11 @@ def _resolve_from_hf_cache(spec: ModelSpec) -> ResolvedModel:
     if config_file is not None:
         # The config names the files; trust it over the registry's guesses.
         config = _read_config(config_file)
-        for key, default in (("moshi_name", spec.lm_file), ("mimi_name", spec.codec_file),
-                             ("tokenizer_name", spec.tokenizer_file)):
+        for key, default in (
+            ("moshi_name", spec.lm_file),
+            ("mimi_name", spec.codec_file),
+            ("tokenizer_name", spec.tokenizer_file),
+        ):
             name = str(config.get(key) or default)
             if name not in found:
                 found[name] = cached_file(spec, name)

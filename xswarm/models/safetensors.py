@@ -78,7 +78,9 @@ def read_header(path: Path) -> Header:
         with path.open("rb") as f:
             prefix = f.read(8)
             if len(prefix) < 8:
-                raise ModelError(f"{path}: truncated or empty ({size} bytes), not a safetensors file")
+                raise ModelError(
+                    f"{path}: truncated or empty ({size} bytes), not a safetensors file"
+                )
             (length,) = struct.unpack("<Q", prefix)
             if length > MAX_HEADER_BYTES or length > size - 8:
                 raise ModelError(

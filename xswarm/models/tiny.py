@@ -209,7 +209,10 @@ def _pseudo_words(vocab_size: int) -> list[str]:
     """Seeded lines of made-up words, enough for a ``vocab_size`` unigram model."""
     rng = random.Random(SEED)
     letters = "abcdefghijklmnopqrstuvwxyz"
-    words = ["".join(rng.choice(letters) for _ in range(rng.randint(2, 9))) for _ in range(2 * vocab_size)]
+    words = [
+        "".join(rng.choice(letters) for _ in range(rng.randint(2, 9)))
+        for _ in range(2 * vocab_size)
+    ]
     return [" ".join(rng.choice(words) for _ in range(12)) for _ in range(vocab_size // 2)]
 
 
@@ -219,7 +222,9 @@ def _save(path: Path, arrays: Mapping[str, Any]) -> None:
     mx.save_safetensors(str(path), dict(arrays))
 
 
-def _write_lm(config: Mapping[str, Any], quantizations: tuple[int | None, ...], directory: Path) -> None:
+def _write_lm(
+    config: Mapping[str, Any], quantizations: tuple[int | None, ...], directory: Path
+) -> None:
     import mlx.core as mx
     import mlx.nn as nn
     from mlx.utils import tree_flatten
@@ -255,7 +260,9 @@ def _write_codec(tiny: bool, config: dict[str, Any], directory: Path) -> None:
     )
 
     mx.random.seed(SEED + 1)
-    mimi_config = tiny_mimi_config(num_codebooks=32, bins=int(config["card"])) if tiny else mimi_202407(32)
+    mimi_config = (
+        tiny_mimi_config(num_codebooks=32, bins=int(config["card"])) if tiny else mimi_202407(32)
+    )
     mimi = Mimi(mimi_config)
     randomize_codebooks(mimi, SEED + 2)
     _save(directory / str(config["mimi_name"]), pytorch_state_from_mlx(mimi))
@@ -272,7 +279,9 @@ def build(name: str, directory: Path) -> None:
     config: dict[str, Any] = json.loads(json.dumps(base))  # a deep, JSON-clean copy
     config["xswarm_generated"] = {"generator": __name__, "version": GENERATOR_VERSION, "seed": SEED}
     if tiny:
-        _train_tokenizer(TRAINING_TEXT.splitlines(), TINY_TEXT_CARD, directory / TINY_TOKENIZER_FILE)
+        _train_tokenizer(
+            TRAINING_TEXT.splitlines(), TINY_TEXT_CARD, directory / TINY_TOKENIZER_FILE
+        )
     else:
         vocab = int(config["text_card"])
         _train_tokenizer(_pseudo_words(vocab), vocab, directory / RANDOM_TOKENIZER_FILE)
