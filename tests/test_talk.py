@@ -252,7 +252,7 @@ async def test_pretty_transcript_on_a_terminal(tmp_path: Path) -> None:
         await run_talk(config, talk_io, parts(FakeEngine()))
     assert out.getvalue() == "moshi: Hello world.\nmoshi: Good bye\n"
     assert "ready: talking with fake" in err.getvalue()
-    assert re.search(r"talked, 19 frames, 4 words, drops 0, underruns 0", err.getvalue())
+    assert re.search(r"talked 0:01: 19 frames, 4 words, drops 0, underruns 0\n", err.getvalue())
 
 
 @pytest.mark.parametrize(

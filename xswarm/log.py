@@ -48,6 +48,7 @@ LINE_GAP_SECONDS: Final = 1.6  # a pause this long ends a pretty transcript line
 SLOW_WARNING_FRAMES: Final = 12  # ~1 s of steps measured before judging real-time speed
 SLOW_FACTOR: Final = 1.0  # warn when the median step exceeds one frame's duration
 SENTENCE_END: Final = (".", "?", "!")
+WORD_CLOSE_PADS: Final = 3  # padding steps (240 ms) after a piece that end the word being built
 
 # Trace tracks (Chrome trace "tid"), one per actor of DESIGN.md.
 TRACK_MIC: Final = 1
@@ -128,6 +129,8 @@ class AssistantWords:
 
         self._pieces: dict[int, str] = {}
         self._assembler = WordAssembler(self, offset_seconds=0.0)
+        self._pending = False  # a word has pieces but was not returned yet
+        self._pads = 0  # padding steps in a row
 
     def id_to_piece(self, id: int, /) -> str:
         return self._pieces.get(id, "")
@@ -141,14 +144,29 @@ class AssistantWords:
 
         words: list[Word] = []
         while self._assembler.steps < index:  # frames dropped before the model: silence
-            self._assembler.push(PADDING_TOKEN)
+            words += self._push(PADDING_TOKEN)
         if token is not None and piece:
             self._pieces.setdefault(token, WORD_START + piece[1:] if piece.startswith(" ") else piece)
-        else:
-            token = PADDING_TOKEN  # padding, end-of-padding, control tokens: no text
+            return words + self._push(token)
+        return words + self._push(PADDING_TOKEN)  # padding, end-of-padding, control: no text
+
+    def _push(self, token: int) -> list[Word]:
+        from xswarm.transcript import PADDING_TOKEN
+
+        words: list[Word] = []
         word = self._assembler.push(token)
         if word is not None:
             words.append(word)
+        if token != PADDING_TOKEN:
+            self._pending, self._pads = True, 0
+            return words
+        self._pads += 1
+        if self._pending and self._pads >= WORD_CLOSE_PADS:
+            # The assembler closes a word when the next one starts; Moshi's last word of
+            # a sentence would wait for its next sentence. Its pieces come in consecutive
+            # steps, so a few padding steps in a row mean the word is complete.
+            self._pending = False
+            words.extend(self.flush())
         return words
 
     def flush(self) -> list[Word]:
@@ -501,7 +519,7 @@ class SessionLog:
 
 
 def format_summary(record: dict[str, Any]) -> str:
-    """The summary for people, one stderr line."""
+    """The summary for people: two stderr lines, each under 80 columns."""
 
     def ms(key: str) -> str:
         value = record.get(key)
@@ -509,10 +527,10 @@ def format_summary(record: dict[str, Any]) -> str:
 
     minutes, seconds = divmod(int(record["duration"]), 60)
     return (
-        f"xswarm: {minutes}:{seconds:02d} talked, {record['frames']} frames, "
-        f"{record['words']} words, drops {record['drops']}, underruns {record['underruns']}, "
-        f"step p50 {ms('step_ms_p50')} ms p99 {ms('step_ms_p99')} ms, "
-        f"latency p50 {ms('latency_ms_p50')} ms p99 {ms('latency_ms_p99')} ms"
+        f"xswarm: talked {minutes}:{seconds:02d}: {record['frames']} frames, "
+        f"{record['words']} words, drops {record['drops']}, underruns {record['underruns']}\n"
+        f"xswarm: step p50 {ms('step_ms_p50')} ms, p99 {ms('step_ms_p99')} ms; "
+        f"latency p50 {ms('latency_ms_p50')} ms, p99 {ms('latency_ms_p99')} ms"
     )
 
 
