@@ -633,3 +633,40 @@ async def test_model_error_in_the_worker_ends_the_session_and_leaves_no_thread()
     )
     assert sorted(finished) == ["inference", "mic", "playback"]
     assert set(threading.enumerate()) == before
+
+
+async def test_slow_shutdown_is_reported_by_name(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def slow() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(1.0)  # a cleanup ignoring cleanup_scope()
+
+    async def quick() -> None:
+        await trio.sleep_forever()
+
+    session = Session()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            functools.partial(
+                session.run,
+                [Actor("slow", slow), Actor("quick", quick)],
+                handle_signals=False,
+                shutdown_timeout=0.25,
+            )
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        session.cancel()
+    assert [r.getMessage() for r in caplog.records] == ["still stopping after 0.25 s: slow"]
+
+
+async def test_cancel_before_run_ends_the_run_at_once() -> None:
+    finished: list[str] = []
+    session = Session()
+    session.cancel("never mind")
+    with trio.fail_after(CAP):
+        await session.run([_forever_actor("a", [], finished)], handle_signals=False)
+    assert finished == ["a"]

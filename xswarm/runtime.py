@@ -547,6 +547,7 @@ class Session:
         self._running: set[str] = set()
         self._failure: XswarmError | None = None
         self._failed_first = False
+        self._cancel_reason: str | None = None
         self._launched = False
         self._done = False
         self._stopping = trio.Event()
@@ -567,7 +568,12 @@ class Session:
         return frozenset(self._running)
 
     def cancel(self, reason: str = "session cancelled") -> None:
-        """Stop every actor (their ``finally`` blocks run); ``run`` then returns normally."""
+        """Stop every actor (their ``finally`` blocks run); ``run`` then returns normally.
+
+        Safe to call before ``run`` starts (it then returns at once) or after it ended.
+        """
+        self._cancel_reason = reason
+        self._stopping.set()
         if self._nursery is not None:
             _cancel(self._nursery.cancel_scope, reason)
 
@@ -611,6 +617,8 @@ class Session:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if self._cancel_reason is not None:  # cancel() or a signal beat the nursery
+                    _cancel(nursery.cancel_scope, self._cancel_reason)
                 nursery.start_soon(self._watchdog, shutdown_timeout)
                 try:
                     for actor in actors:
@@ -681,7 +689,7 @@ class Session:
             await trio.sleep(shutdown_timeout)
             if self._running:
                 log.warning(
-                    "still stopping after %.1f s: %s",
+                    "still stopping after %g s: %s",
                     shutdown_timeout,
                     ", ".join(sorted(self._running)),
                 )
@@ -695,6 +703,7 @@ class Session:
         if self.signal_received is not None:
             return  # already stopping
         self.signal_received = signum
+        self._cancel_reason = f"{signal.Signals(signum).name} received"
         self._stopping.set()
         if self._nursery is not None:
             _cancel(self._nursery.cancel_scope, f"{signal.Signals(signum).name} received")
