@@ -73,11 +73,29 @@ def _network_error(spec: ModelSpec, filename: str, error: BaseException) -> Mode
         )
     if isinstance(error, EntryNotFoundError):
         return ModelError(f"cannot pull {spec.name}: {filename} not found in {spec.repo}")
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
     return ModelError(
         f"cannot pull {spec.name}: huggingface.co not reachable while fetching {filename} "
-        f"({reason}); check the network and run `{spec.pull_command}` again (it resumes)"
+        f"({_short_reason(error)}); check the network and run `{spec.pull_command}` "
+        "again (it resumes)"
     )
+
+
+def _short_reason(error: BaseException) -> str:
+    """A few words on why a connection failed, out of urllib3's nested messages."""
+    text = str(error)
+    for marker, reason in (
+        ("Name or service not known", "cannot resolve huggingface.co"),
+        ("Temporary failure in name resolution", "cannot resolve huggingface.co"),
+        ("NameResolutionError", "cannot resolve huggingface.co"),
+        ("Connection refused", "connection refused"),
+        ("timed out", "connection timed out"),
+        ("Network is unreachable", "network unreachable"),
+        ("SSL", "TLS handshake failed"),
+    ):
+        if marker in text:
+            return reason
+    first = text.splitlines()[0] if text else type(error).__name__
+    return first if len(first) <= 120 else first[:117] + "..."
 
 
 def _partial_size(blobs: Path) -> int:

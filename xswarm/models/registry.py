@@ -243,7 +243,7 @@ _GENERATED: tuple[ModelSpec, ...] = (
         lm_file="model.safetensors",
         codec_file=RANDOM_MIMI_FILE,
         tokenizer_file=RANDOM_TOKENIZER_FILE,
-        approx_bytes=4_400 * MB,  # bf16 + q8 + q4 files + full Mimi
+        approx_bytes=7_020 * MB,  # bf16 3.6 + q8 1.9 + q4 1.1 GB + full Mimi
         generated=True,
         on_demand=True,
     ),

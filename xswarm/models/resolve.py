@@ -122,7 +122,7 @@ def resolve(name_or_path: str, *, pull: bool = False) -> ResolvedModel:
     :class:`ModelError` for missing or unreadable files.
     """
     if _looks_like_path(name_or_path):
-        return resolve_directory(Path(name_or_path).expanduser())
+        return resolve_directory(Path(name_or_path).expanduser(), shown=name_or_path)
     spec = get_spec(name_or_path)
     if spec.generated:
         return _resolve_generated(spec, generate=pull or not spec.on_demand)
@@ -175,7 +175,9 @@ def _first_existing(directory: Path, names: tuple[str, ...]) -> str:
     return names[0]
 
 
-def resolve_directory(directory: Path, *, spec: ModelSpec | None = None) -> ResolvedModel:
+def resolve_directory(
+    directory: Path, *, spec: ModelSpec | None = None, shown: str | None = None
+) -> ResolvedModel:
     """Resolve the checkpoint in ``directory`` (see :func:`resolve`).
 
     ``spec`` is the registry entry when the directory is a known model's
@@ -184,7 +186,7 @@ def resolve_directory(directory: Path, *, spec: ModelSpec | None = None) -> Reso
     if not directory.is_dir():
         what = "is not a directory" if directory.exists() else "does not exist"
         raise UsageError(
-            f"model directory {directory} {what}: give a checkpoint directory "
+            f"model directory {shown or directory} {what}: give a checkpoint directory "
             "(config.json, weights, Mimi and tokenizer files) or a name from xswarm models list"
         )
     config_path = directory / CONFIG_FILE
