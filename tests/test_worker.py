@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import gc
+import subprocess
+import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -270,3 +273,17 @@ async def test_call_submitted_while_closing_is_refused_not_lost() -> None:
             release.set()
     assert log == ["abandoned call finished"]
     assert not any(t.ident == worker.thread_ident for t in threading.enumerate())
+
+
+def test_interpreter_exits_even_if_a_worker_was_never_closed() -> None:
+    script = (
+        "from xswarm.inference.worker import MlxWorker\n"
+        "worker = MlxWorker()\n"  # a module global: alive until the interpreter exits
+        "print(worker.call(sum, [1, 2]))\n"
+    )
+    t0 = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=CAP
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "3\n", "")
+    assert time.monotonic() - t0 < 5.0
