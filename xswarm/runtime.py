@@ -462,11 +462,12 @@ def cleanup_scope(timeout: float | None = None) -> trio.CancelScope:
 
     ``async with`` / ``await`` inside a cancelled task raises Cancelled at once;
     wrap the flush/close in ``with cleanup_scope(): ...`` so it runs even during
-    shutdown, but for at most ``timeout`` seconds (default: the session's
-    ``shutdown_timeout``), so a stuck cleanup cannot hang the exit.
+    shutdown, but for at most ``timeout`` seconds from this call (default: the
+    session's ``shutdown_timeout``), so a stuck cleanup cannot hang the exit.
     """
     seconds = _shutdown_timeout.get() if timeout is None else timeout
-    return trio.move_on_after(seconds, shield=True)
+    # Not move_on_after(..., shield=True): that keyword needs trio >= 0.27.
+    return trio.CancelScope(deadline=trio.current_time() + seconds, shield=True)
 
 
 async def pump(
