@@ -250,15 +250,29 @@ async def test_pretty_transcript_on_a_terminal(tmp_path: Path) -> None:
     talk_io = TalkIO(out, err, stdout_tty=True, stderr_tty=False, color=False)
     with trio.fail_after(20):
         await run_talk(config, talk_io, parts(FakeEngine()))
-    assert out.getvalue() == "moshi: Hello world.\nmoshi: Good bye\n"
+    assert out.getvalue() == "JARVIS: Hello world.\nJARVIS: Good bye\n"  # the default persona
     assert "ready: talking with fake" in err.getvalue()
     assert re.search(r"talked 0:01: 19 frames, 4 words, drops 0, underruns 0\n", err.getvalue())
+
+
+async def test_persona_names_the_speaker_and_unknown_ones_are_refused(tmp_path: Path) -> None:
+    write_noise(tmp_path / "in.wav", 1.0)
+    config = TalkConfig(persona="glados", input_path=str(tmp_path / "in.wav"), fast=True,
+                        output_path=str(tmp_path / "o.wav"))
+    out, err = io.StringIO(), io.StringIO()
+    talk_io = TalkIO(out, err, stdout_tty=True, stderr_tty=False, color=True)
+    with trio.fail_after(20):
+        summary = await run_talk(config, talk_io, parts(FakeEngine()))
+    assert summary["persona"] == "glados"
+    assert out.getvalue().startswith("\x1b[1;93mGLaDOS:\x1b[0m Hello world.\n")  # bright_yellow
+    talk_io, _, _ = make_io()
+    with pytest.raises(UsageError, match='unknown persona "nobody-at-all"'):
+        await run_talk(TalkConfig(persona="nobody-at-all"), talk_io, parts(FakeEngine()))
 
 
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        (TalkConfig(persona="glados-9000"), "persona 'glados-9000'"),
         (TalkConfig(fast=True), "--fast needs --input FILE"),
         (TalkConfig(duration=0), "--duration must be more than 0"),
         (TalkConfig(input_path="a.wav", input_device="1"), "pick one"),

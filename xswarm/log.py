@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ LINE_GAP_SECONDS: Final = 1.6  # a pause this long ends a pretty transcript line
 SLOW_WARNING_FRAMES: Final = 12  # ~1 s of steps measured before judging real-time speed
 SLOW_FACTOR: Final = 1.0  # warn when the median step exceeds one frame's duration
 SENTENCE_END: Final = (".", "?", "!")
+BYTE_PIECES: Final = re.compile(r"(?:<0x[0-9A-Fa-f]{2}>)+")  # SentencePiece's byte fallback
 WORD_CLOSE_PADS: Final = 3  # padding steps (240 ms) after a piece that end the word being built
 
 # Trace tracks (Chrome trace "tid"), one per actor of DESIGN.md.
@@ -136,7 +138,9 @@ class AssistantWords:
         return self._pieces.get(id, "")
 
     def decode(self, ids: list[int], /) -> str:
-        return "".join(self._pieces.get(i, "") for i in ids).replace(WORD_START, " ")
+        """Join pieces as SentencePiece does, byte-fallback pieces (``<0xE2>``) as UTF-8."""
+        text = "".join(self._pieces.get(i, "") for i in ids).replace(WORD_START, " ")
+        return BYTE_PIECES.sub(_bytes_to_text, text)
 
     def push(self, index: int, token: int | None, piece: str | None) -> list[Word]:
         """Take step ``index``'s token; return the words it completed (zero or one)."""
@@ -283,7 +287,7 @@ class LogOptions:
     color: bool = False  # colour on the terminal (NO_COLOR unset)
     realtime: bool = True  # frames come at the wall clock's pace (not --fast): slowness matters
     speaker_label: str = "moshi"  # the name shown before the assistant's words
-    speaker_color: str = CYAN  # the persona's colour, an ANSI SGR sequence
+    speaker_color: str = BOLD + CYAN  # the persona's colour, an ANSI SGR sequence
 
 
 class SessionLog:
@@ -437,13 +441,15 @@ class SessionLog:
         if self.options.json:
             self._stdout_line(json.dumps(record, ensure_ascii=False))
             return
+        # A terminal must never receive raw control characters (a random model's bytes).
+        text = "".join(ch if ch.isprintable() else "\ufffd" for ch in word.text)
         label = f"{self.options.speaker_label}:"
-        if self.options.color:
-            label = f"{BOLD}{self.options.speaker_color}{label}{RESET}"
-        visible = len(self.options.speaker_label) + 1 + len(self._line_text) + 1 + len(word.text)
+        if self.options.color and self.options.speaker_color:
+            label = f"{self.options.speaker_color}{label}{RESET}"
+        visible = len(self.options.speaker_label) + 1 + len(self._line_text) + 1 + len(text)
         if self._words_on_line and visible >= self.display.width - 1:
             self._end_line()
-        self._line_text = f"{self._line_text} {word.text}" if self._line_text else word.text
+        self._line_text = f"{self._line_text} {text}" if self._line_text else text
         self._words_on_line += 1
         self._last_word_end = word.end
         self.display.set_partial(f"{label} {self._line_text}")
@@ -532,6 +538,11 @@ def format_summary(record: dict[str, Any]) -> str:
         f"xswarm: step p50 {ms('step_ms_p50')} ms, p99 {ms('step_ms_p99')} ms; "
         f"latency p50 {ms('latency_ms_p50')} ms, p99 {ms('latency_ms_p99')} ms"
     )
+
+
+def _bytes_to_text(match: re.Match[str]) -> str:
+    raw = bytes(int(h, 16) for h in re.findall(r"<0x([0-9A-Fa-f]{2})>", match.group(0)))
+    return raw.decode("utf-8", errors="replace")
 
 
 def _unicode(stream: TextIO) -> bool:

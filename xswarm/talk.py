@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from xswarm.runtime import Receiver, Sender
 
 DEFAULT_MODEL: Final = "moshiko-mlx-q8"  # Kyutai's published Moshi (male voice), 8-bit: fits 16 GB Macs
-DEFAULT_PERSONA: Final = "default"  # Moshi's own behaviour, until personas exist
 FRAMES_CAPACITY: Final = 4  # frames (320 ms) from source to model: more is latency, not safety
 OUTPUT_CAPACITY: Final = 8  # frames (640 ms) from model to sink, the jitter buffer's own bound
 EVENTS_CAPACITY: Final = 1024  # reports (82 s) to the logger: a stalled stdout pipe shows as drops
@@ -72,8 +71,8 @@ class TalkConfig:
     ``fast`` runs a file input as fast as the model goes (headless only).
     """
 
-    model: str = DEFAULT_MODEL
-    persona: str | None = None
+    model: str | None = None  # None: the persona's voice (its Moshi model)
+    persona: str | None = None  # None: the default persona (XSWARM_PERSONA, config, jarvis)
     input_device: str | None = None
     output_device: str | None = None
     input_path: str | None = None
@@ -98,11 +97,6 @@ class TalkConfig:
 
     def check(self) -> None:
         """Raise :class:`UsageError` for options that contradict each other."""
-        if self.persona not in (None, DEFAULT_PERSONA):
-            raise UsageError(
-                f"persona {self.persona!r}: personas are not available yet; "
-                f"only the built-in {DEFAULT_PERSONA!r} persona (Moshi's own) can be used"
-            )
         if self.fast and self.input_path is None:
             raise UsageError("--fast needs --input FILE: a microphone cannot go faster than real time")
         if self.input_path is not None and self.input_device is not None:
@@ -142,16 +136,75 @@ class EngineLike(Protocol):
 EngineFactory = Callable[[Callable[..., None]], EngineLike]
 
 
-def moshi_engine_factory(resolved: Any, seed: int | None) -> EngineFactory:
-    """The real engine: ``xswarm.inference.moshi.load_engine`` for a resolved model."""
+def moshi_engine_factory(resolved: Any, sampling: Any, greeting: str = "") -> EngineFactory:
+    """The real engine: ``load_engine`` for a resolved model, then the persona's greeting.
+
+    The greeting is forced into Moshi's text stream, so the assistant speaks
+    first, in its own voice, the moment the session starts.
+    """
 
     def build(progress: Callable[..., None]) -> EngineLike:
         from xswarm.inference.moshi import load_engine
-        from xswarm.inference.sampling import SamplingConfig
 
-        return load_engine(resolved, sampling=SamplingConfig(seed=seed), progress=progress)
+        engine = load_engine(resolved, sampling=sampling, progress=progress)
+        if greeting:
+            engine.force_text(greeting)
+        return engine
 
     return build
+
+
+@dataclass(frozen=True)
+class TalkPersona:
+    """What the session takes from a persona (:mod:`xswarm.personas`)."""
+
+    name: str
+    label: str  # shown before the assistant's words
+    color: str  # a rich colour name
+    greeting: str  # forced into Moshi's text stream first ("" for none)
+    model: str  # its Moshi model, when --model is not given
+    _sampling: Any = None  # xswarm.personas.Sampling
+
+    def sampling(self, seed: int | None) -> Any:
+        from xswarm.inference.sampling import SamplingConfig
+
+        if self._sampling is None:
+            return SamplingConfig(seed=seed)
+        return self._sampling.to_config(seed)
+
+    def sgr(self, color: bool) -> str:
+        """The ANSI sequence that starts the persona's colour (bold), or "" without colour."""
+        if not color:
+            return ""
+        from rich.color import ColorSystem
+        from rich.style import Style
+
+        rendered = Style.parse(f"bold {self.color}").render("|", color_system=ColorSystem.EIGHT_BIT)
+        return rendered.split("|", 1)[0]
+
+
+def load_talk_persona(name: str | None) -> TalkPersona:
+    """The persona for this session; raises :class:`UsageError` for an unknown one.
+
+    Only duplex personas can talk: a cascade persona (a text LLM between STT
+    and TTS) needs a mode talk does not have yet, and says so.
+    """
+    from xswarm.personas import load_persona
+
+    persona = load_persona(name)
+    if persona.mode != "duplex":
+        raise UsageError(
+            f"persona {persona.name!r} uses {persona.mode} mode, which xswarm talk does not "
+            "support yet; pick a duplex persona (xswarm personas list)"
+        )
+    return TalkPersona(
+        name=persona.name,
+        label=persona.display_name or persona.name,
+        color=persona.color,
+        greeting=persona.greeting,
+        model=persona.voice.moshi,
+        _sampling=persona.sampling,
+    )
 
 
 # -- messages between actors ----------------------------------------------------------
@@ -421,25 +474,34 @@ async def run_talk(config: TalkConfig, io: TalkIO, parts: TalkParts | None = Non
     parts = parts or TalkParts()
     config.check()
     overflow = Overflow.DROP_OLDEST if config.realtime else Overflow.BLOCK
+    opened: list[Any] = []  # files opened before the session; closed here if it never runs
+    created: list[Path] = []  # files created; removed if the session never became ready
+    extra: dict[str, Any] = {}
 
-    # 1. The model: resolve now (missing weights fail in a moment, before anything opens).
+    # 1. Who talks, and with which model: persona and model errors come first, in a moment.
+    persona = load_talk_persona(config.persona)
+    source_run = _plan_source_file(config, parts, opened)  # an input file is checked here
     factory = parts.engine_factory
-    model_name = parts.model_name or config.model
+    model_name = parts.model_name or config.model or persona.model
     if factory is None:
         from xswarm.models import resolve
 
-        resolved = resolve(config.model)
+        resolved = resolve(model_name)
         if getattr(resolved, "kind", "moshi") != "moshi":
             raise UsageError(
-                f"model {config.model!r} is a {resolved.kind} model; talk needs a Moshi model "
+                f"model {model_name!r} is not a Moshi model (it is a {resolved.kind} model); "
+                "talk needs a Moshi model "
                 f"such as {DEFAULT_MODEL} or tiny-random (see xswarm models list)"
             )
-        model_name = getattr(resolved, "name", None) or config.model
-        factory = moshi_engine_factory(resolved, config.seed)
+        model_name = getattr(resolved, "name", None) or model_name
+        factory = moshi_engine_factory(resolved, persona.sampling(config.seed), persona.greeting)
 
-    # 2. Files and devices, checked before the load; files are created, devices not opened yet.
-    opened: list[Any] = []  # closed here if the session never starts
-    source_run, sink_run, live_devices = _plan_io(config, parts, opened)
+    # 2. Outputs: files created now (a bad path fails before the slow load), devices resolved
+    # (listed and chosen, not opened: that happens once the model is loaded).
+    if source_run is None:
+        source_run = _mic_source(config, extra)
+    sink_run = _plan_sink(config, parts, opened, created, extra)
+    live_devices = extra
 
     session = Session()
     frames_tx, frames_rx = session.open_channel("frames", FRAMES_CAPACITY, overflow=overflow)
@@ -452,6 +514,7 @@ async def run_talk(config: TalkConfig, io: TalkIO, parts: TalkParts | None = Non
 
         record_sink = open_sink(config.record_path, channels=2)
         opened.append(record_sink)
+        created.append(Path(config.record_path))
         record_tx, record_rx = session.open_channel("record", RECORD_CAPACITY, overflow=overflow)
 
     sink_stats = live_devices.get("sink_stats", lambda: {})
@@ -471,6 +534,8 @@ async def run_talk(config: TalkConfig, io: TalkIO, parts: TalkParts | None = Non
             live=io.stderr_tty,
             color=io.color,
             realtime=config.realtime,
+            speaker_label=persona.label,
+            speaker_color=persona.sgr(io.color),
         ),
         display,
         io.stderr,
@@ -522,8 +587,13 @@ async def run_talk(config: TalkConfig, io: TalkIO, parts: TalkParts | None = Non
         for thing in opened:  # sinks the actors never got to close (a failed load)
             with contextlib.suppress(Exception):
                 thing.close()
+        if log.t_ready is None:  # never became ready: leave no empty output files behind
+            for path in created:
+                with contextlib.suppress(OSError):
+                    path.unlink()
         _drain(events_rx, log)
-        summary = log.finish(reason, {"model": model_name, "seed": stats.seed,
+        summary = log.finish(reason, {"model": model_name, "persona": persona.name,
+                                       "seed": stats.seed,
                                        "load_seconds": round(stats.load_seconds, 3)})
     return summary
 
@@ -537,33 +607,37 @@ def _drain(events: Receiver[Any], log: SessionLog) -> None:
             log.handle(events.receive_nowait())
 
 
-def _plan_io(
+def _plan_source_file(
     config: TalkConfig, parts: TalkParts, opened: list[Any]
-) -> tuple[Callable[..., Any], Callable[..., Any], dict[str, Any]]:
-    """Choose the source and sink actors; open files now, resolve devices (not opened yet)."""
-    extra: dict[str, Any] = {}
+) -> Callable[..., Any] | None:
+    """The source actor for an input file (opened and checked now); None for the mic."""
     if parts.source_actor is not None:
-        source_run = parts.source_actor
-    elif config.input_path is not None:
-        from xswarm.audio.files import open_source
+        return parts.source_actor
+    if config.input_path is None:
+        return None
+    from xswarm.audio.files import open_source
 
-        audio = open_source(config.input_path)
-        opened.append(audio)
-        source_run = functools.partial(_file_source, audio, realtime=config.realtime)
-    else:
-        source_run = _mic_source(config, extra)
+    audio = open_source(config.input_path)
+    opened.append(audio)
+    return functools.partial(_file_source, audio, realtime=config.realtime)
 
+
+def _plan_sink(
+    config: TalkConfig, parts: TalkParts, opened: list[Any], created: list[Path],
+    extra: dict[str, Any],
+) -> Callable[..., Any]:
+    """The sink actor: an output file (created now) or the speaker (resolved now)."""
     if parts.sink_actor is not None:
-        sink_run = parts.sink_actor
-    elif config.output_path is not None:
+        return parts.sink_actor
+    if config.output_path is not None:
         from xswarm.audio.files import open_sink
 
         audio_out = open_sink(config.output_path)
         opened.append(audio_out)
-        sink_run = functools.partial(_aligned_sink, sink=audio_out)
-    else:
-        sink_run = _speaker_sink(config, extra)
-    return source_run, sink_run, extra
+        if config.output_path != "-":
+            created.append(Path(config.output_path))
+        return functools.partial(_aligned_sink, sink=audio_out)
+    return _speaker_sink(config, extra)
 
 
 async def _file_source(audio: Any, frames: Sender[AudioFrame], *, realtime: bool) -> None:

@@ -31,8 +31,8 @@ Examples:
 
 @app.command(help=TALK_HELP, no_args_is_help=False)
 def talk(
-    persona: str = typer.Option(None, "--persona", "-p", help="Who the assistant is (default: the built-in one)."),
-    model: str = typer.Option(None, "--model", "-m", help="A model name (xswarm models list) or a directory. [default: moshiko-mlx-q8]"),
+    persona: str = typer.Option(None, "--persona", "-p", help="Who the assistant is (xswarm personas list). [default: jarvis, or XSWARM_PERSONA]"),
+    model: str = typer.Option(None, "--model", "-m", help="A Moshi model name (xswarm models list) or a directory. [default: the persona's]"),
     input_device: str = typer.Option(None, "--input-device", help="Microphone: index or part of its name (xswarm devices)."),
     output_device: str = typer.Option(None, "--output-device", help="Speaker: index or part of its name."),
     input: str = typer.Option(None, "--input", "-i", help="Read the user's side from an audio file ('-': stdin) instead of the mic."),
@@ -51,10 +51,10 @@ def talk(
     with command_errors():
         import trio
 
-        from xswarm.talk import DEFAULT_MODEL, TalkConfig, TalkIO, run_talk
+        from xswarm.talk import TalkConfig, TalkIO, run_talk
 
         config = TalkConfig(
-            model=model or DEFAULT_MODEL,
+            model=model,
             persona=persona,
             input_device=input_device,
             output_device=output_device,
