@@ -236,7 +236,7 @@ async def test_the_mic_records_the_tone_the_speaker_plays() -> None:
                 await trio.sleep(FRAME_SECONDS)
                 underruns_while_playing = buffer.stats().underruns
                 await trio.sleep(quiet_frames * FRAME_SECONDS)  # producer silent, not ended
-                nursery.cancel_scope.cancel("test: enough recorded")
+                nursery.cancel_scope.cancel()
 
             nursery.start_soon(produce)
             async for frame in mic_rx:
@@ -307,7 +307,7 @@ async def test_the_mic_survives_a_consumer_that_went_away() -> None:
             dropped_before = stats.dropped
             await trio.sleep(5 * FRAME_SECONDS)
             assert stats.dropped >= dropped_before + 3
-            nursery.cancel_scope.cancel("test: done")
+            nursery.cancel_scope.cancel()
 
 
 @pytest.mark.pulse

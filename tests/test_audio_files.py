@@ -304,7 +304,7 @@ async def test_sink_actor_leaves_a_valid_file_when_cancelled(tmp_path: Path) -> 
                 await send.send(AudioFrame(tone(SAMPLE_RATE, FRAME_SECONDS), index, 0.0))
             while receive.statistics().current_buffer_used:
                 await trio.testing.wait_all_tasks_blocked()
-            nursery.cancel_scope.cancel("test: the session is cancelled mid-stream")
+            nursery.cancel_scope.cancel()
     info = sf.info(path)
     assert info.frames == 7 * FRAME_SAMPLES and info.format == "WAV"
 
@@ -391,7 +391,7 @@ async def test_source_actor_closes_its_file_and_channel_on_cancel(tmp_path: Path
         async with trio.open_nursery() as nursery:
             nursery.start_soon(lambda: file_source_actor(source, send, realtime=False))
             await receive.receive()
-            nursery.cancel_scope.cancel("test: stop mid-file")
+            nursery.cancel_scope.cancel()
     assert source._closed
     with pytest.raises(trio.ClosedResourceError):
         send.send_nowait(AudioFrame(np.zeros(FRAME_SAMPLES, np.float32), 0, 0.0))

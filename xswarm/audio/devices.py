@@ -301,7 +301,8 @@ async def _close_stream(stream: Any, watch: _StreamWatch, *, abort: bool) -> Non
             stream.stop(ignore_errors=True)
         stream.close(ignore_errors=True)
 
-    with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+    with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+        scope.shield = True  # runs during the session's cancel, but never longer than this
         await trio.to_thread.run_sync(stop_and_close, abandon_on_cancel=True)
 
 
@@ -452,7 +453,7 @@ async def speaker_actor(
                         await watch.watch(stream, started)
                     except AudioError as error:
                         failure = error
-                        nursery.cancel_scope.cancel("the output stream failed")
+                        nursery.cancel_scope.cancel()
 
                 nursery.start_soon(guard)
                 async for item in receive:
@@ -463,7 +464,7 @@ async def speaker_actor(
                 queued = buffer.depth / SAMPLE_RATE
                 await trio.sleep(queued + float(stream.latency) + DRAIN_MARGIN)
                 drained = True
-                nursery.cancel_scope.cancel("end of input, playback drained")
+                nursery.cancel_scope.cancel()
             if failure is not None:
                 raise failure
         finally:
