@@ -357,3 +357,53 @@ def test_cli_devices_table_names_the_devices() -> None:
     assert header.split() == ["#", "name", "api", "in", "out", "rate", "default"]
     assert any(row.split()[1] == "pulse" for row in rows)
     assert sum("in out" in row for row in rows) == 1  # one default device, marked
+
+
+@pytest.mark.pulse
+async def test_a_stream_that_portaudio_ends_mid_session_is_an_audio_error() -> None:
+    """PortAudio finishing the stream (here: the callback aborts it, as on device loss)
+    reaches the actor through the finished callback and ends it with an AudioError."""
+    import sounddevice
+
+    class FailingBuffer(JitterBuffer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def pull_into(self, out: np.ndarray) -> int:
+            self.calls += 1
+            if self.calls > 3:
+                raise sounddevice.CallbackAbort
+            return super().pull_into(out)
+
+    send, receive = trio.open_memory_channel[AudioFrame](4)
+    with (
+        trio.fail_after(20),
+        pytest.raises(
+            AudioError, match=r"^the output stream on device .* stopped \(device lost\?\)"
+        ),
+    ):
+        async with send:
+            await speaker_actor(receive, buffer=FailingBuffer())
+
+
+def test_a_device_that_refuses_to_open_is_an_audio_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sounddevice
+
+    import xswarm.audio.devices as devices_module
+
+    def refuse(**kwargs: object) -> None:
+        raise sounddevice.PortAudioError(
+            "Error opening InputStream: Device unavailable [PaErrorCode -9985]"
+        )
+
+    monkeypatch.setattr(devices_module, "list_devices", lambda: DEVICES)
+    monkeypatch.setattr(sounddevice, "InputStream", refuse)
+    send, _receive = trio.open_memory_channel[AudioFrame](4)
+    with pytest.raises(
+        AudioError,
+        match=r'^cannot open input device 1 "USB Audio Mic" \(1 in, 0 out\): '
+        r"Error opening InputStream: Device unavailable \[PaErrorCode -9985\]; "
+        r"see `xswarm devices`, or use --input FILE$",
+    ):
+        trio.run(lambda: mic_actor(send, device="usb"))
