@@ -86,6 +86,16 @@ MALFORMED: dict[str, tuple[Mutation, str | None, str]] = {
         "name =",
         r'key "name" is "glados" but the file is jarvis.toml',
     ),
+    "unknown moshi model": (
+        lambda t: _replace_line(t, "moshi =", 'moshi = "moshiko-q8"'),
+        "moshi =",
+        r'key "voice.moshi": unknown model "moshiko-q8" \(did you mean "moshiko-mlx-q8"\?\)',
+    ),
+    "not a moshi model": (
+        lambda t: _replace_line(t, "moshi =", 'moshi = "stt-1b-en_fr-mlx"'),
+        "moshi =",
+        r'key "voice.moshi": "stt-1b-en_fr-mlx" is a stt model, not a Moshi one',
+    ),
     "tts voice outside the voice repo": (
         lambda t: _replace_line(t, "tts =", 'tts = "/etc/passwd"'),
         "tts =",

@@ -26,7 +26,7 @@ The file format (every key is documented in :func:`render_template`'s output)::
     mode = "duplex"                  # or "cascade" (optional)
 
     [voice]
-    moshi = "moshiko-q8"             # a model name (xswarm models list) or a path
+    moshi = "moshiko-mlx-q4"         # a Moshi model name (xswarm models list) or a path
     tts = "vctk/p244_023.wav"        # a voice of kyutai/tts-voices, for cascade mode
 
     [sampling]                       # all optional; Moshi's defaults otherwise
@@ -240,6 +240,29 @@ def _check_color(value: str) -> None:
         ) from None
 
 
+def _check_moshi_model(value: str) -> None:
+    """A registered Moshi model name, or something that looks like a path (checked at talk)."""
+    from xswarm.models.registry import REGISTRY
+
+    if value.startswith((".", "~", "/")) or "/" in value or os.sep in value:
+        return
+    spec = REGISTRY.get(value)
+    if spec is not None and spec.kind == "moshi":
+        return
+    if spec is not None:
+        problem = f'"{value}" is a {spec.kind} model, not a Moshi one'
+    else:
+        moshi = [name for name, s in REGISTRY.items() if s.kind == "moshi"]
+        close = difflib.get_close_matches(value, moshi, n=1, cutoff=0.5)
+        hint = f' (did you mean "{close[0]}"?)' if close else ""
+        problem = f'unknown model "{value}"{hint}'
+    raise _Problem(
+        f'key "voice.moshi": {problem}; use a Moshi model from `xswarm models list` or a path',
+        "voice",
+        "moshi",
+    )
+
+
 def _in_range(table: str, key: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:  # also rejects NaN
         raise _Problem(
@@ -283,8 +306,7 @@ def _build(data: Mapping[str, Any], expect_name: str | None) -> Persona:
         raise _Problem(f'key "mode" must be "duplex" or "cascade", not "{mode}"', None, "mode")
 
     voice = data["voice"]
-    if not voice["moshi"].strip():
-        raise _Problem('key "voice.moshi" is empty (a model name or path)', "voice", "moshi")
+    _check_moshi_model(voice["moshi"])
     tts = voice.get("tts")
     if tts is not None and (not tts.endswith(".wav") or tts.startswith("/") or ".." in tts):
         raise _Problem(
