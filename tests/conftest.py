@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.pulse"]  # the PulseAudio null sink for @pytest.mark.pulse tests
+pytest_plugins = [
+    "tests.pulse",  # the PulseAudio null sink for @pytest.mark.pulse tests
+    "tests.model_fixtures",  # tiny_random / tiny_random_stt: generated models, once per run
+]
 
 
 @pytest.fixture(autouse=True)

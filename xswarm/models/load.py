@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]  # (bytes loaded, total bytes)
 CodecBackend = Literal["auto", "rust", "mlx"]
 MIMI_CODEBOOKS: Final = 32  # codebooks in the published Mimi checkpoint (and the generated ones)
-PROBE_LAYER: Final = "text_linear"  # a quantised layer of known input width (the LM dim)
+PROBE_LAYER: Final = "text_linear"  # a layer every LM has, quantised with the rest
 
 
 def _bits_of(filename: str) -> int | None:
@@ -83,9 +83,9 @@ def _choose_weights(
     )
 
 
-def _check_quantization(header: Header, bits: int | None, dim: int) -> None:
+def _check_quantization(header: Header, bits: int | None) -> None:
     path = header.path
-    found = quantization_of(header, PROBE_LAYER, dim) if header.quantized else None
+    found = quantization_of(header, PROBE_LAYER) if header.quantized else None
     if bits is None and header.quantized:
         got = f"{found[0]}-bit" if found else "quantised"
         raise ModelError(
@@ -158,7 +158,7 @@ def load_lm(
     else:
         if bits is not None:
             nn.quantize(model, bits=bits, group_size=GROUP_SIZES[bits])
-        _check_quantization(header, bits, config.transformer.d_model)
+        _check_quantization(header, bits)
         expected = {k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
         check_against(header, expected, what=f"the config of {resolved.name}")
         arrays = _load_tensors(header, progress)

@@ -133,23 +133,39 @@ def pytorch_state_from_mlx(mimi: Mimi) -> dict[str, mx.array]:
     return state
 
 
-def randomize_codebooks(mimi: Mimi, seed: int) -> None:
-    """Give a freshly built ``Mimi`` usable random codebooks.
+def randomize(mimi: Mimi, seed: int) -> None:
+    """Give a freshly built ``Mimi`` random weights that keep the signal alive.
 
-    A new module has zero codebooks (every frame would encode to code 0):
-    draw the sums from a seeded normal, and set usage and ``initialized`` to
-    ones, as a trained checkpoint has them.
+    A new module has zero codebooks (every frame would encode to code 0) and
+    small uniform conv weights under which the signal fades to nothing before
+    the quantiser (every frame would get the same codes). Draw weight
+    matrices from a normal scaled by ``1/sqrt(fan_in)``, codebook sums from a
+    unit normal, and set usage and ``initialized`` to ones as a trained
+    checkpoint has them. Seeded: the same ``seed`` gives the same codec.
     """
-    import mlx.core as mx
-    from moshi_mlx.modules import EuclideanCodebook
+    import math
 
-    books = sorted(
-        ((name, m) for name, m in mimi.named_modules() if isinstance(m, EuclideanCodebook)),
-        key=lambda item: item[0],
-    )
-    keys = mx.random.split(mx.random.key(seed), len(books))
-    for key, (_, book) in zip(keys, books, strict=True):
-        book.embedding_sum = mx.random.normal(book.embedding_sum.shape, key=key)
-        book.cluster_usage = mx.ones(book.cluster_usage.shape)
-        book.initialized = mx.ones(book.initialized.shape)
-        book.update_in_place()
+    import mlx.core as mx
+    from mlx.utils import tree_flatten, tree_unflatten
+    from moshi_mlx.modules import ConvTranspose1d, EuclideanCodebook
+
+    params = sorted(tree_flatten(mimi.parameters()), key=lambda item: item[0])
+    keys = mx.random.split(mx.random.key(seed), len(params))
+    updated = []
+    for key, (name, value) in zip(keys, params, strict=True):
+        if name.endswith(".embedding_sum"):
+            value = mx.random.normal(value.shape, key=key)
+        elif name.endswith((".cluster_usage", ".initialized")):
+            value = mx.ones(value.shape)
+        elif name.endswith(".weight") and value.ndim >= 2:
+            # MLX layouts put the output first: fan-in is the rest, except for
+            # the depthwise upsampler (one input channel per group).
+            fan_in = math.prod(value.shape[1:]) if value.shape[0] > 1 else value.shape[1]
+            value = mx.random.normal(value.shape, key=key) / math.sqrt(fan_in)
+        updated.append((name, value))
+    mimi.update(tree_unflatten(updated))
+    # Module.update does not reach the children's own update(): refresh the
+    # caches derived from the weights, as load_pytorch_weights does.
+    for _, module in mimi.named_modules():
+        if isinstance(module, (EuclideanCodebook, ConvTranspose1d)):
+            module.update_in_place()

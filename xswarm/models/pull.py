@@ -107,7 +107,9 @@ def _partial_size(blobs: Path) -> int:
 
 def _download_one(spec: ModelSpec, filename: str, progress: ProgressCallback | None) -> Path:
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
-    from huggingface_hub.constants import HF_HUB_CACHE, REPO_ID_SEPARATOR
+    from huggingface_hub.constants import REPO_ID_SEPARATOR
+
+    from xswarm.models.resolve import hf_cache_dir
 
     assert spec.repo is not None
     try:
@@ -115,15 +117,16 @@ def _download_one(spec: ModelSpec, filename: str, progress: ProgressCallback | N
     except Exception as error:
         raise _network_error(spec, filename, error) from None
     blobs = (
-        Path(HF_HUB_CACHE)
+        hf_cache_dir()
         / ("models" + REPO_ID_SEPARATOR + spec.repo.replace("/", REPO_ID_SEPARATOR))
         / "blobs"
     )
+    cache = hf_cache_dir()
     result: dict[str, object] = {}
 
     def work() -> None:
         try:
-            result["path"] = hf_hub_download(spec.repo, filename)  # type: ignore[arg-type]
+            result["path"] = hf_hub_download(spec.repo, filename, cache_dir=cache)  # type: ignore[arg-type]
         except BaseException as error:  # handed to the caller's thread below
             result["error"] = error
 

@@ -135,6 +135,8 @@ def resolve(name_or_path: str, *, pull: bool = False) -> ResolvedModel:
 
 def _resolve_generated(spec: ModelSpec, *, generate: bool) -> ResolvedModel:
     directory = generated_dir(spec.name)
+    if (directory / CONFIG_FILE).is_file() and not directory.is_symlink():
+        _drop_if_outdated(directory)
     if not (directory / CONFIG_FILE).is_file():
         if not generate:
             raise ModelError(
@@ -145,6 +147,21 @@ def _resolve_generated(spec: ModelSpec, *, generate: bool) -> ResolvedModel:
 
         generate_model(spec.name, directory)
     return resolve_directory(directory, spec=spec)
+
+
+def _drop_if_outdated(directory: Path) -> None:
+    """Remove a generated model made by an older generator, so it is made again."""
+    import shutil
+
+    from xswarm.models.tiny import GENERATOR_VERSION
+
+    try:
+        made = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        version = made.get("xswarm_generated", {}).get("version")
+    except (OSError, ValueError, AttributeError):
+        version = None
+    if version != GENERATOR_VERSION:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -244,13 +261,29 @@ def resolve_directory(
     )
 
 
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, from the environment as it is now.
+
+    Same rules as ``huggingface_hub.constants`` (``HF_HUB_CACHE``, else
+    ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``), but read at call time:
+    huggingface_hub reads them once at import.
+    """
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
+
+
 def cached_file(spec: ModelSpec, filename: str) -> Path | None:
     """Where ``filename`` of ``spec``'s repo is in the Hugging Face cache; None (no network)."""
     if spec.repo is None:
         return None
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(spec.repo, filename)
+    found = try_to_load_from_cache(spec.repo, filename, cache_dir=hf_cache_dir())
     return Path(found) if isinstance(found, str) else None
 
 

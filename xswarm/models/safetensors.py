@@ -120,21 +120,25 @@ def read_header(path: Path) -> Header:
     return Header(path=path, tensors=tensors, metadata=dict(metadata), expected_size=expected_size)
 
 
-def quantization_of(header: Header, probe: str, in_features: int) -> tuple[int, int] | None:
-    """``(bits, group_size)`` of a quantised file, from one layer of known width.
+# moshi_mlx's quantisations, by packed-weight width / scales width = bits * group / 32.
+_QUANTIZATIONS: Final[Mapping[int, tuple[int, int]]] = {4: (4, 32), 16: (8, 64)}
 
-    ``probe`` is a quantised linear or embedding (``text_linear``) whose
-    unquantised input width is ``in_features``: MLX packs ``32 / bits`` values
-    per uint32 and keeps one scale per group. None for an unquantised file or
-    when the probe is absent.
+
+def quantization_of(header: Header, probe: str) -> tuple[int, int] | None:
+    """``(bits, group_size)`` of a quantised file, read from layer ``probe``.
+
+    MLX packs ``32 / bits`` values per uint32 and keeps one scale per group,
+    so the ratio of the two widths tells moshi_mlx's q4 (group 32) from its
+    q8 (group 64) whatever the layer's size. None for an unquantised file,
+    a missing probe, or another quantisation.
     """
     weight = header.tensors.get(f"{probe}.weight")
     scales = header.tensors.get(f"{probe}{SCALES_SUFFIX}")
     if weight is None or scales is None or not weight.shape or not scales.shape:
         return None
-    bits = weight.shape[-1] * 32 // in_features
-    group = in_features // max(scales.shape[-1], 1)
-    return bits, group
+    if scales.shape[-1] == 0 or weight.shape[-1] % scales.shape[-1]:
+        return None
+    return _QUANTIZATIONS.get(weight.shape[-1] // scales.shape[-1])
 
 
 def _fmt(shape: tuple[int, ...]) -> str:

@@ -255,7 +255,7 @@ def _write_codec(tiny: bool, config: dict[str, Any], directory: Path) -> None:
         CONFIG_KEY,
         mimi_config_to_dict,
         pytorch_state_from_mlx,
-        randomize_codebooks,
+        randomize,
         tiny_mimi_config,
     )
 
@@ -264,7 +264,7 @@ def _write_codec(tiny: bool, config: dict[str, Any], directory: Path) -> None:
         tiny_mimi_config(num_codebooks=32, bins=int(config["card"])) if tiny else mimi_202407(32)
     )
     mimi = Mimi(mimi_config)
-    randomize_codebooks(mimi, SEED + 2)
+    randomize(mimi, SEED + 2)
     _save(directory / str(config["mimi_name"]), pytorch_state_from_mlx(mimi))
     if tiny:
         config[CONFIG_KEY] = mimi_config_to_dict(mimi_config)
