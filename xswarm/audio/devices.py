@@ -69,7 +69,7 @@ def _portaudio_fix() -> str:
 def import_sounddevice() -> Any:
     """Import sounddevice, or raise :class:`AudioError` saying how to get PortAudio."""
     try:
-        import sounddevice
+        import sounddevice  # type: ignore[import-untyped]
     except OSError as error:  # sounddevice: "PortAudio library not found"
         raise AudioError(
             f"PortAudio is missing ({error}); {_portaudio_fix()}; "

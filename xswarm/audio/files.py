@@ -46,7 +46,7 @@ from xswarm.errors import UsageError
 
 if TYPE_CHECKING:
     import numpy as np
-    import soundfile
+    import soundfile  # type: ignore[import-untyped]
 
 READ_BLOCK_SECONDS: Final = 0.5  # s of input decoded per read: flat memory, few calls
 FAST_READ_FRAMES: Final = (
@@ -149,7 +149,7 @@ class AudioSource:
             raise RuntimeError(f"{self.info.name}: frames() can be iterated only once")
         self._started = True
         target = self.info.output_samples
-        pending = np.zeros(0, dtype=np.float32)
+        pending: np.ndarray = np.zeros(0, dtype=np.float32)
         for chunk in self._resampled_blocks():
             chunk = chunk[: max(0, target - self.samples - len(pending))]
             pending = np.concatenate([pending, chunk]) if len(pending) else chunk
@@ -197,8 +197,8 @@ class AudioSource:
 
     def _resampled_blocks(self) -> Iterator[np.ndarray]:
         import numpy as np
-        import soundfile
-        import soxr
+        import soundfile  # type: ignore[import-untyped]
+        import soxr  # type: ignore[import-untyped]
 
         info = self.info
         resampler = (
@@ -265,7 +265,7 @@ def open_source(path: str | os.PathLike[str], *, stdin: BinaryIO | None = None) 
     directory, an empty file, anything libsndfile cannot decode (not audio,
     truncated header, unsupported codec), and a file with zero samples.
     """
-    import soundfile
+    import soundfile  # type: ignore[import-untyped]
 
     path = os.fspath(path)
     if path == "-":
@@ -402,7 +402,7 @@ def open_sink(
     replaced. The caller closes the sink. Raises :class:`UsageError` for an
     unknown extension, a missing directory, a directory path or no permission.
     """
-    import soundfile
+    import soundfile  # type: ignore[import-untyped]
 
     path = os.fspath(path)
     if path == "-":

@@ -93,7 +93,7 @@ class JitterBuffer:
         """Queue samples (1-D float32); returns how many older samples were dropped to fit."""
         import numpy as np
 
-        data = np.asarray(pcm, dtype=np.float32).reshape(-1)
+        data: np.ndarray = np.asarray(pcm, dtype=np.float32).reshape(-1)
         with self._lock:
             self._ended = False
             self._pushed += len(data)
