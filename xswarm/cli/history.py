@@ -62,8 +62,8 @@ Examples:
 @history_app.command("list", epilog=LIST_EXAMPLES)
 def list_command(
     json_output: bool = JSON_OPTION,
-    persona: str = PERSONA_OPTION,
-    limit: int = typer.Option(None, "--limit", "-n", min=1, help="Show at most this many."),
+    persona: str | None = PERSONA_OPTION,
+    limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Show at most this many."),
 ) -> None:
     """List sessions, newest first: id, persona, start, duration, first words."""
     with command_errors():
@@ -157,7 +157,7 @@ Examples:
 def search_command(
     text: str = typer.Argument(..., help="Text to find (case-insensitive)."),
     json_output: bool = typer.Option(False, "--json", help="Print JSON lines, one per match."),
-    persona: str = PERSONA_OPTION,
+    persona: str | None = PERSONA_OPTION,
 ) -> None:
     """Find transcript lines containing TEXT; exits 1 when nothing matches."""
     with command_errors():
@@ -216,7 +216,7 @@ Examples:
 
 @history_app.command("facts", epilog=FACTS_EXAMPLES)
 def facts_command(
-    persona: str = typer.Argument(None, help="The persona (default: the default persona)."),
+    persona: str | None = typer.Argument(None, help="The persona (default: the default persona)."),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON array of facts."),
 ) -> None:
     """Show what a persona remembers about you, with the sentence each fact came from.

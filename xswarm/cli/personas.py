@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -78,7 +78,7 @@ def list_command(
             raise typer.Exit(2)
 
 
-def _shadowed(files: dict, name: str) -> str | None:
+def _shadowed(files: dict[str, Any], name: str) -> str | None:
     entry = files.get(name)
     return str(entry.shadows) if entry is not None and entry.shadows else None
 
@@ -149,7 +149,7 @@ Examples:
 @personas_app.command("new", epilog=NEW_EXAMPLES)
 def new_command(
     name: str = typer.Argument(..., help="The new persona's name (lower-case, digits, - and _)."),
-    base: str = typer.Option(
+    base: str | None = typer.Option(
         None,
         "--from",
         help="The persona to copy (default: NAME itself if it exists, else jarvis).",
