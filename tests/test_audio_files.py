@@ -189,6 +189,18 @@ def test_bad_files_name_the_file_and_the_fix(tmp_path: Path, case: str) -> None:
     assert "\n" not in caught.value.message
 
 
+def test_a_wav_cut_mid_data_yields_the_samples_it_has(tmp_path: Path) -> None:
+    """A download cut short is not an error: its header overstates, the data decides."""
+    path = tmp_path / "cut.wav"
+    sf.write(path, tone(16_000, 2.0), 16_000, subtype="PCM_16")
+    data = path.read_bytes()
+    path.write_bytes(data[: 44 + 16_000 * 2])  # header + 1 s of 16-bit samples
+    source, audio = read_all(path)
+    assert source.input_frames == 16_000
+    assert source.samples == SAMPLE_RATE
+    assert dominant_frequency(audio[: source.samples]) == pytest.approx(TONE_HZ, rel=0.01)
+
+
 @pytest.mark.parametrize(
     ("value", "index", "message"),
     [

@@ -85,7 +85,11 @@ class AudioInfo:
 
     @property
     def output_samples(self) -> int:
-        """Samples at :data:`SAMPLE_RATE` this file becomes (without the last frame's padding)."""
+        """Samples at :data:`SAMPLE_RATE` the header's length becomes (padding excluded).
+
+        An estimate for formats whose header length is one; after reading,
+        :attr:`AudioSource.samples` is the truth.
+        """
         return round(self.frames * SAMPLE_RATE / self.sample_rate)
 
     @property
@@ -116,6 +120,7 @@ class AudioSource:
         self.info = info
         self.samples = 0  # real (unpadded) output samples yielded so far
         self.frames_read = 0  # frames yielded so far
+        self.input_frames = 0  # samples per channel decoded from the file so far
         self._started = False
         self._closed = False
         self._iterator: Iterator[np.ndarray] | None = None
@@ -148,10 +153,8 @@ class AudioSource:
         if self._started:
             raise RuntimeError(f"{self.info.name}: frames() can be iterated only once")
         self._started = True
-        target = self.info.output_samples
         pending: np.ndarray = np.zeros(0, dtype=np.float32)
         for chunk in self._resampled_blocks():
-            chunk = chunk[: max(0, target - self.samples - len(pending))]
             pending = np.concatenate([pending, chunk]) if len(pending) else chunk
             while len(pending) >= FRAME_SAMPLES:
                 frame = np.array(pending[:FRAME_SAMPLES], dtype=np.float32)
@@ -159,10 +162,14 @@ class AudioSource:
                 self.samples += FRAME_SAMPLES
                 self.frames_read += 1
                 yield frame
-        # soxr may hand back a few samples fewer than the exact ratio: pad to the true length.
-        short = target - self.samples - len(pending)
-        if short > 0:
-            pending = np.concatenate([pending, np.zeros(short, dtype=np.float32)])
+        # The true length follows the samples decoded (a header's count can be an
+        # estimate, e.g. VBR MP3); soxr's total is within one sample of the exact ratio.
+        target = round(self.input_frames * SAMPLE_RATE / self.info.sample_rate)
+        missing = target - self.samples - len(pending)
+        if missing > 0:
+            pending = np.concatenate([pending, np.zeros(missing, dtype=np.float32)])
+        elif missing < 0:
+            pending = pending[: max(0, len(pending) + missing)]
         while len(pending):
             real = min(len(pending), FRAME_SAMPLES)
             frame = np.zeros(FRAME_SAMPLES, dtype=np.float32)
@@ -228,6 +235,7 @@ class AudioSource:
                     "the file is corrupt; re-export it from its source",
                 )
             position += len(block)
+            self.input_frames = position
             mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
             last = len(block) < block_frames
             if resampler is None:
