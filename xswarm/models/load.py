@@ -90,7 +90,8 @@ def _check_quantization(header: Header, bits: int | None) -> None:
         got = f"{found[0]}-bit" if found else "quantised"
         raise ModelError(
             f"{path}: holds {got} quantised weights but is loaded as unquantised bf16 "
-            f"(wrong quantisation: a {got} file named {path.name}?)"
+            f"(wrong quantisation: a {f'q{found[0]}' if found else 'quantised'} file "
+            f"named {path.name}?)"
         )
     if bits is not None and not header.quantized:
         raise ModelError(
