@@ -415,3 +415,16 @@ async def test_decoding_errors_reach_the_actor_caller(tmp_path: Path) -> None:
     with trio.fail_after(10), pytest.raises(UsageError, match=r"bad\.wav: NaN sample at 0\.500 s"):
         await file_source_actor(open_source(path), send, realtime=False)
     assert receive.statistics().current_buffer_used == 6  # frames before the bad block went out
+
+
+async def test_source_stops_quietly_when_its_consumer_leaves(tmp_path: Path) -> None:
+    path = tmp_path / "speech.wav"
+    sf.write(path, tone(SAMPLE_RATE, 5.0), SAMPLE_RATE)
+    source = open_source(path)
+    send, receive = trio.open_memory_channel[AudioFrame](1)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: file_source_actor(source, send, realtime=False))
+            await receive.receive()
+            receive.close()  # the consumer is gone: the source must end, not fail
+    assert source._closed and source.frames_read < 5 / FRAME_SECONDS

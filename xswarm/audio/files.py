@@ -490,7 +490,8 @@ async def file_source_actor(
     was read into memory by :func:`open_source`, so no read blocks on a pipe.
 
     The actor owns ``source`` and closes it on exit, also on cancellation; it
-    closes ``send`` too (end of input). A :class:`UsageError` from decoding
+    closes ``send`` too (end of input). If every receiver closed, it stops
+    quietly. A :class:`UsageError` from decoding
     (NaN samples, damaged data) propagates after the frames before it were sent.
     """
     import trio
@@ -514,6 +515,8 @@ async def file_source_actor(
                 else:
                     await send.send(AudioFrame(pcm, index, time.monotonic()))
                 index += 1
+    except trio.BrokenResourceError:
+        pass  # every consumer left: nobody wants the rest of the file
     finally:
         source.close()
         await _close_channel(send)
