@@ -81,7 +81,9 @@ def test_sphinx_accuracy_on_flite_speech(sphinx: SphinxEngine, spoken: list, cap
         # (under the 1 % threshold that measured the span)
         assert words[0]["start"] >= item.speech_start - SLACK, (item.text, words[0])
         assert words[-1]["end"] <= item.speech_end + SLACK, (item.text, words[-1])
-        worst = max(worst, item.speech_start - words[0]["start"], words[-1]["end"] - item.speech_end)
+        worst = max(
+            worst, item.speech_start - words[0]["start"], words[-1]["end"] - item.speech_end
+        )
         starts = [w["start"] for w in words]
         assert starts == sorted(starts)
         assert all(w["start"] <= w["end"] for w in words)
@@ -118,9 +120,11 @@ def test_sphinx_silence_gives_no_segments_and_odd_inputs_work(
     assert failures == 0 and errors == []
     by_file = {p: " ".join(s["text"] for s in segments if s["file"] == p) for p in paths}
     assert by_file[str(silence)] == ""
-    for path in paths[1:]:  # sphinx is no Kyutai: most words, not all, on odd inputs
-        wrong, count = word_errors(said, by_file[path])
-        assert wrong <= count // 2, (path, by_file[path])
+    # lossless conversions decode like the original; clipping and the 4 kHz band of
+    # 8 kHz audio cost pocketsphinx's 16 kHz model words, but most still come through
+    for path, allowed in ((clipped, 2 / 3), (narrow, 2 / 3), (wide, 1 / 3), (surround, 1 / 3)):
+        wrong, count = word_errors(said, by_file[str(path)])
+        assert wrong <= allowed * count, (path, by_file[str(path)])
 
 
 def test_bad_inputs_fail_alone(sphinx: SphinxEngine, spoken: list, tmp_path: Path) -> None:
