@@ -55,8 +55,9 @@ OUTPUT_CAPACITY: Final = 8  # frames (640 ms) from model to sink, the jitter buf
 EVENTS_CAPACITY: Final = 1024  # reports (82 s) to the logger: a stalled stdout pipe shows as drops
 RECORD_CAPACITY: Final = 64  # frame pairs (5 s) to the --record writer: a slow disk has slack
 PROGRESS_REFRESH: Final = 0.1  # s between redraws of the load bar
-JITTER_PREFILL: Final = 2 * FRAME_SAMPLES  # samples (160 ms) queued before playback starts:
-# mic and speaker callbacks share a clock but not a phase; one frame of slack absorbs that
+JITTER_PREFILL: Final = 3 * FRAME_SAMPLES  # samples (240 ms) queued before playback starts:
+# mic and speaker share a clock but not a phase (one frame), and on a busy 2-core machine a
+# run of slow steps lagged 140 ms (measured): two more frames of slack absorb that
 
 
 # -- configuration ------------------------------------------------------------------
