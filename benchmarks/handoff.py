@@ -14,7 +14,9 @@ Two conditions side by side in one run: an idle event loop, and a loaded one
 (a task that holds the loop for LOAD_BLOCK_MS out of every LOAD_PERIOD_MS,
 like a logger formatting output or an actor doing numpy work between
 checkpoints). The ratio shows how much of the hand-off latency is the loop's
-business rather than PortAudio's.
+business rather than PortAudio's. A third run repeats the loaded case with
+the GIL switch interval at 1 ms instead of Python's 5 ms: the callbacks need
+the GIL, and busy Python on the Trio thread holds it for a whole interval.
 
 Usage: python benchmarks/handoff.py [--seconds 10]   (prints one JSON object)
 """
@@ -37,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tests" / "pulse-null-sink.sh"
 LOAD_BLOCK_MS = 5.0  # ms the loaded loop is held per period
 LOAD_PERIOD_MS = 20.0  # ms; 25% of the loop's time is busy
+FAST_SWITCH_INTERVAL = 0.001  # s, vs Python's 5 ms: how long a callback may wait for the GIL
 
 
 def pulse_answers() -> bool:
@@ -161,6 +164,12 @@ def main() -> None:
 
         idle = trio.run(measure, args.seconds, False)
         loaded = trio.run(measure, args.seconds, True)
+        default_switch = sys.getswitchinterval()
+        sys.setswitchinterval(FAST_SWITCH_INTERVAL)
+        try:
+            loaded_fast_switch = trio.run(measure, args.seconds, True)
+        finally:
+            sys.setswitchinterval(default_switch)
     finally:
         if started_dir is not None:
             stop_pulse(started_dir)
@@ -176,12 +185,14 @@ def main() -> None:
         "load": f"{LOAD_BLOCK_MS:g} ms busy every {LOAD_PERIOD_MS:g} ms",
         "idle_loop": idle,
         "loaded_loop": loaded,
+        "loaded_loop_switch_interval_1ms": loaded_fast_switch,
+        "gil_switch_interval_ms": {"default": default_switch * 1000, "fast": 1.0},
         "handoff_p50_loaded_over_idle": ratio("p50_ms"),
         "handoff_p99_loaded_over_idle": ratio("p99_ms"),
         "target_callback_p99_ms": 1.0,
         "callback_p99_within_target": all(
             r[k].get("p99_ms", 0) < 1.0
-            for r in (idle, loaded)
+            for r in (idle, loaded, loaded_fast_switch)
             for k in ("mic_callback", "speaker_callback")
         ),
     }
