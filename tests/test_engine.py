@@ -1,26 +1,30 @@
 """The Moshi engine: frame contract, no length cap, reproducibility, text forcing, threading.
 
-The model is a tiny random-weight ``moshi_mlx`` LM: it says nonsense, but every
-step runs the real ``LmGen`` code path, so the properties tested here (rolling
-the token buffer, seeds, forcing) are those of the real engine.
+The model is the generated ``tiny-random`` (tests/model_fixtures.py), loaded
+by the real loaders (``xswarm.models``) with its MLX Mimi codec and trained
+SentencePiece tokenizer: it says nonsense, but every step runs the real
+``LmGen`` code path, so the properties tested here (rolling the token buffer,
+seeds, forcing, threading) are those of the real engine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
 import pytest
 import trio
-from moshi_mlx.models import Lm, LmConfig, LmGen
-from moshi_mlx.models.lm import DepFormerConfig
+from moshi_mlx.models import Lm, LmGen
 from moshi_mlx.modules.kv_cache import RotatingKVCache
-from moshi_mlx.modules.transformer import TransformerConfig
 
+from xswarm import models
 from xswarm.errors import UsageError
 from xswarm.inference.moshi import (
     TEXT_EPAD_ID,
@@ -28,99 +32,43 @@ from xswarm.inference.moshi import (
     FrameError,
     MoshiEngine,
     StepResult,
+    load_engine,
     window_cache,
 )
 from xswarm.inference.sampling import SamplingConfig
 from xswarm.inference.worker import open_mlx_worker
 
-CONTEXT = 12  # steps: small, so that the KV ring wraps within a test
-MAX_STEPS = 20  # the smallest token buffer the tests roll through
+MAX_STEPS = 8  # frames: a small token buffer (the least is 4 here), rolled twice in 3x
+FRAMES = 60  # 4.8 s of input: enough for every test below
+CAP = 60.0  # seconds: longer means hung
 
 
-def _transformer(d_model: int, layers: int, context: int, pos: str) -> TransformerConfig:
-    return TransformerConfig(
-        d_model=d_model,
-        num_heads=4,
-        num_layers=layers,
-        dim_feedforward=4 * d_model,
-        causal=True,
-        norm_first=True,
-        bias_ff=False,
-        bias_attn=False,
-        layer_scale=None,
-        context=context,
-        max_period=10_000,
-        use_conv_block=False,
-        use_conv_bias=True,
-        cross_attention=False,
-        gating=True,
-        norm="rms_norm",
-        positional_embedding=pos,
-        conv_layout=False,
-        conv_kernel_size=3,
-        kv_repeat=1,
-        max_seq_len=4096,
-    )
+@dataclass(frozen=True)
+class Tiny:
+    """tiny-random, loaded once per module by the real loaders."""
 
+    resolved: models.ResolvedModel
+    lm: Lm
+    tokenizer: Any
 
-class FakeCodec:
-    """A deterministic stand-in for Mimi: codes from the samples, a tone from the codes."""
-
-    def __init__(self) -> None:
-        self.frames_decoded = 0
-        self.threads: set[int] = set()  # where encode/decode ran
-
-    def encode_step(self, pcm: np.ndarray) -> np.ndarray:
-        self.threads.add(threading.get_ident())
-        return (np.abs(pcm[:8]) * 1e4).astype(np.int64) % 2048
-
-    def decode_step(self, codes: np.ndarray) -> np.ndarray:
-        self.threads.add(threading.get_ident())
-        self.frames_decoded += 1
-        pitch = 1 + int(codes.sum()) % 7
-        return np.sin(np.arange(1920, dtype=np.float32) * pitch / 100).astype(np.float32)
-
-    def reset(self) -> None:
-        self.frames_decoded = 0
-
-
-class FakeTokenizer:
-    """SentencePiece-like: "w12" is token 16, each word a single "▁wN" piece."""
-
-    pieces = ("<unk>", "<s>", "</s>", "<pad>", *(f"\u2581w{i}" for i in range(996)))
-
-    def encode(self, text: str) -> list[int]:
-        return [4 + int(word[1:]) for word in text.split()]
-
-    def id_to_piece(self, id: int) -> str:
-        return self.pieces[id]
-
-    def vocab_size(self) -> int:
-        return len(self.pieces)
+    def codec(self) -> models.Codec:
+        cfg = self.lm.cfg
+        return models.load_codec(
+            self.resolved, num_codebooks=max(cfg.generated_codebooks, cfg.other_codebooks)
+        )
 
 
 @pytest.fixture(scope="module")
-def lm() -> Lm:
-    cfg = LmConfig(
-        transformer=_transformer(64, 2, CONTEXT, "rope"),
-        depformer=DepFormerConfig(transformer=_transformer(32, 1, 8, "none"), num_slices=8),
-        text_in_vocab_size=1001,
-        text_out_vocab_size=1000,
-        audio_vocab_size=2049,
-        audio_codebooks=16,
-        audio_delays=([0] + [2] * 7) * 2,
-        conditioners={},
-    )
-    mx.random.seed(1234)
-    model = Lm(cfg)
-    mx.eval(model.parameters())
-    return model
+def tiny(tiny_models_dir: Path) -> Tiny:
+    resolved = models.resolve(str(tiny_models_dir / "tiny-random"))
+    lm, _ = models.load_lm(resolved)
+    return Tiny(resolved, lm, models.load_text_tokenizer(resolved))
 
 
 @pytest.fixture(scope="module")
 def frames() -> list[np.ndarray]:
     rng = np.random.default_rng(0)
-    return [(0.1 * rng.standard_normal(1920)).astype(np.float32) for _ in range(3 * MAX_STEPS)]
+    return [(0.1 * rng.standard_normal(1920)).astype(np.float32) for _ in range(FRAMES)]
 
 
 @dataclass(frozen=True)
@@ -139,46 +87,46 @@ def run(engine: MoshiEngine, frames: list[np.ndarray]) -> Run:
     )
 
 
-def make_engine(lm: Lm, *, seed: int = 7, **options: object) -> MoshiEngine:
+def make_engine(tiny: Tiny, *, seed: int = 7, **options: Any) -> MoshiEngine:
     return MoshiEngine(
-        lm, FakeCodec(), FakeTokenizer(), sampling=SamplingConfig(seed=seed), **options
+        tiny.lm, tiny.codec(), tiny.tokenizer, sampling=SamplingConfig(seed=seed), **options
     )
 
 
-def test_runs_three_times_max_steps(lm: Lm, frames: list[np.ndarray]) -> None:
-    engine = make_engine(lm, max_steps=MAX_STEPS)
-    out = run(engine, frames)
+def test_runs_three_times_max_steps(tiny: Tiny, frames: list[np.ndarray]) -> None:
+    engine = make_engine(tiny, max_steps=MAX_STEPS)
+    out = run(engine, frames[: 3 * MAX_STEPS])
     assert [r.index for r in out.results] == list(range(3 * MAX_STEPS))
     assert engine.rolls >= 2
     assert all(r.pcm.shape == (1920,) and r.pcm.dtype == np.float32 for r in out.results)
-    # The model's acoustic delay (2 frames here) is filled with silence, then it speaks.
+    # The model's acoustic delay (1 frame, as in the 7B) is filled with silence, then it speaks.
     ready = [r.audio_ready for r in out.results]
-    assert ready == [False, False] + [True] * (3 * MAX_STEPS - 2)
+    assert ready == [False] + [True] * (3 * MAX_STEPS - 1)
     assert not out.results[0].pcm.any() and out.results[-1].pcm.any()
 
 
-def test_rolling_the_buffer_changes_nothing(lm: Lm, frames: list[np.ndarray]) -> None:
-    rolled = run(make_engine(lm, max_steps=MAX_STEPS), frames)
-    unrolled_engine = make_engine(lm, max_steps=4 * MAX_STEPS)
-    unrolled = run(unrolled_engine, frames)
+def test_rolling_the_buffer_changes_nothing(tiny: Tiny, frames: list[np.ndarray]) -> None:
+    rolled = run(make_engine(tiny, max_steps=MAX_STEPS), frames[: 3 * MAX_STEPS])
+    unrolled_engine = make_engine(tiny, max_steps=4 * MAX_STEPS)
+    unrolled = run(unrolled_engine, frames[: 3 * MAX_STEPS])
     assert unrolled_engine.rolls == 0
     assert rolled.text_tokens == unrolled.text_tokens
     assert rolled.pcm == unrolled.pcm
 
 
-def test_same_seed_same_output(lm: Lm, frames: list[np.ndarray]) -> None:
-    first = run(make_engine(lm, seed=42), frames)
+def test_same_seed_same_output(tiny: Tiny, frames: list[np.ndarray]) -> None:
+    first = run(make_engine(tiny, seed=42), frames[:20])
     mx.random.seed(999)  # other MLX users move the global state: it must not matter
     _ = mx.random.uniform(shape=(3,)).tolist()
-    second = run(make_engine(lm, seed=42), frames)
-    other_seed = run(make_engine(lm, seed=43), frames)
+    second = run(make_engine(tiny, seed=42), frames[:20])
+    other_seed = run(make_engine(tiny, seed=43), frames[:20])
     assert first.text_tokens == second.text_tokens
     assert first.pcm == second.pcm
     assert other_seed.text_tokens != first.text_tokens
 
 
-def test_engine_does_not_disturb_global_random_state(lm: Lm, frames: list[np.ndarray]) -> None:
-    engine = make_engine(lm)
+def test_engine_does_not_disturb_global_random_state(tiny: Tiny, frames: list[np.ndarray]) -> None:
+    engine = make_engine(tiny)
     mx.random.seed(5)
     expected = mx.random.uniform(shape=(4,)).tolist()
     mx.random.seed(5)
@@ -186,8 +134,8 @@ def test_engine_does_not_disturb_global_random_state(lm: Lm, frames: list[np.nda
     assert mx.random.uniform(shape=(4,)).tolist() == expected
 
 
-def test_reset_starts_the_same_conversation_again(lm: Lm, frames: list[np.ndarray]) -> None:
-    engine = make_engine(lm)
+def test_reset_starts_the_same_conversation_again(tiny: Tiny, frames: list[np.ndarray]) -> None:
+    engine = make_engine(tiny)
     first = run(engine, frames[:10])
     engine.reset()
     assert engine.steps == 0
@@ -195,9 +143,9 @@ def test_reset_starts_the_same_conversation_again(lm: Lm, frames: list[np.ndarra
     assert again.text_tokens == first.text_tokens and again.pcm == first.pcm
 
 
-def test_warm_up_leaves_no_trace(lm: Lm, frames: list[np.ndarray]) -> None:
-    warmed = make_engine(lm, warmup_steps=6)
-    cold = make_engine(lm, warmup_steps=0)
+def test_warm_up_leaves_no_trace(tiny: Tiny, frames: list[np.ndarray]) -> None:
+    warmed = make_engine(tiny, warmup_steps=6)
+    cold = make_engine(tiny, warmup_steps=0)
     assert warmed.warmup_seconds > 0 and warmed.steps == 0
     assert run(warmed, frames[:10]).text_tokens == run(cold, frames[:10]).text_tokens
 
@@ -211,8 +159,8 @@ def test_warm_up_leaves_no_trace(lm: Lm, frames: list[np.ndarray]) -> None:
         ([0.0] * 1920, "a list"),
     ],
 )
-def test_frame_contract(lm: Lm, frame: object, got: str) -> None:
-    engine = make_engine(lm)
+def test_frame_contract(tiny: Tiny, frame: object, got: str) -> None:
+    engine = make_engine(tiny)
     message = f"expected a frame of 1920 float32 samples (80 ms at 24 kHz), got {got}"
     with pytest.raises(FrameError) as caught:
         engine.step(frame)  # type: ignore[arg-type]
@@ -221,23 +169,49 @@ def test_frame_contract(lm: Lm, frame: object, got: str) -> None:
     assert engine.steps == 0  # nothing was consumed
 
 
-def test_forced_text_comes_out_in_order(lm: Lm, frames: list[np.ndarray]) -> None:
-    engine = make_engine(lm)
-    queued = engine.force_text("w10 w11 w12")
+def test_forced_text_comes_out_in_order(tiny: Tiny, frames: list[np.ndarray]) -> None:
+    text = "Hello there, how are you?"
+    engine = make_engine(tiny)
+    queued = engine.force_text(text)
     assert queued == engine.pending_forced_steps
-    out = run(engine, frames[:30])
-    forced = [r for r in out.results if r.forced]
-    assert len(forced) == queued and all(r.forced for r in out.results[:queued])
-    words = [r.text for r in forced if r.text_token not in (TEXT_PAD_ID, TEXT_EPAD_ID)]
-    assert words == [" w10", " w11", " w12"]
+    out = run(engine, frames[: queued + 5])
+    forced = out.results[:queued]
+    assert all(r.forced for r in forced) and not any(r.forced for r in out.results[queued:])
+    spoken = [r.text_token for r in forced if r.text_token not in (TEXT_PAD_ID, TEXT_EPAD_ID)]
+    assert spoken == tiny.tokenizer.encode(text)
+    assert "".join(r.text or "" for r in forced) == " " + text
     assert forced[0].text_token == TEXT_EPAD_ID  # a word starts the way Moshi's do
     assert engine.pending_forced_steps == 0
 
 
-def test_forced_text_outside_the_vocabulary_is_refused(lm: Lm) -> None:
-    engine = make_engine(lm)
-    with pytest.raises(UsageError, match="token 1004 is outside the model's text vocabulary"):
-        engine.force_text("w1000")
+def test_forced_text_is_paced_like_speech(tiny: Tiny) -> None:
+    engine = make_engine(tiny)
+    text = "one two three four five six seven eight nine ten"
+    seconds = engine.force_text(text) * 0.08
+    assert 2.5 <= seconds <= 5.0  # ten words: ~3.5 s at 150 words a minute
+
+
+class OutOfVocabulary:
+    """The tiny tokenizer, but encoding to a token the model cannot emit."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return [600]
+
+    def id_to_piece(self, id: int) -> str:
+        return str(self.tokenizer.id_to_piece(id))
+
+    def vocab_size(self) -> int:
+        return int(self.tokenizer.vocab_size())
+
+
+def test_forced_text_outside_the_vocabulary_is_refused(tiny: Tiny) -> None:
+    engine = MoshiEngine(tiny.lm, tiny.codec(), OutOfVocabulary(tiny.tokenizer))
+    message = "cannot force text: token 600 is outside the model's text vocabulary of 512"
+    with pytest.raises(UsageError, match=message):
+        engine.force_text("anything")
     assert engine.pending_forced_steps == 0
 
 
@@ -245,48 +219,91 @@ def test_forced_text_outside_the_vocabulary_is_refused(lm: Lm) -> None:
     ("sampling", "message"),
     [
         (SamplingConfig(top_k=0), "sampling top_k must be between 1 and 2047"),
-        (SamplingConfig(text_top_k=1000), "sampling text_top_k must be between 1 and 999"),
+        (SamplingConfig(text_top_k=512), "sampling text_top_k must be between 1 and 511"),
         (SamplingConfig(temperature=-1.0), "sampling temperature must be 0 or more, got -1.0"),
     ],
 )
-def test_bad_sampling_is_a_usage_error(lm: Lm, sampling: SamplingConfig, message: str) -> None:
+def test_bad_sampling_is_a_usage_error(tiny: Tiny, sampling: SamplingConfig, message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        MoshiEngine(lm, FakeCodec(), FakeTokenizer(), sampling=sampling)
+        MoshiEngine(tiny.lm, tiny.codec(), tiny.tokenizer, sampling=sampling)
 
 
-def test_seed_is_drawn_and_reported_when_not_given(lm: Lm, frames: list[np.ndarray]) -> None:
-    engine = MoshiEngine(lm, FakeCodec(), FakeTokenizer())
-    replay = make_engine(lm, seed=engine.seed)
+def test_seed_is_drawn_and_reported_when_not_given(tiny: Tiny, frames: list[np.ndarray]) -> None:
+    engine = MoshiEngine(tiny.lm, tiny.codec(), tiny.tokenizer)
+    replay = make_engine(tiny, seed=engine.seed)
     assert run(engine, frames[:8]).text_tokens == run(replay, frames[:8]).text_tokens
 
 
-async def test_engine_runs_on_the_mlx_worker_thread(
-    lm: Lm, frames: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+async def test_all_mlx_work_runs_on_the_worker_thread(
+    tiny_random: models.ResolvedModel, frames: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lm_threads: set[int] = set()
-    real_step = LmGen._step
+    """Loading (generation included), warm-up, steps: every MLX call on the worker."""
+    threads: dict[str, set[int]] = {}
 
-    def spy(gen: LmGen, *args: object, **kwargs: object) -> object:
-        lm_threads.add(threading.get_ident())
-        return real_step(gen, *args, **kwargs)
+    def spy(name: str, fn: Any) -> Any:
+        @functools.wraps(fn)
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            threads.setdefault(name, set()).add(threading.get_ident())
+            return fn(*args, **kwargs)
 
-    monkeypatch.setattr(LmGen, "_step", spy)
-    codec = FakeCodec()
-    with trio.fail_after(30):
+        return recorded
+
+    for name in ("resolve", "load_lm", "load_text_tokenizer", "load_codec"):
+        monkeypatch.setattr(models, name, spy(name, getattr(models, name)))
+    monkeypatch.setattr(LmGen, "_step", spy("LmGen._step", LmGen._step))
+    codec_class = models.MlxMimiCodec  # tiny-random's codec
+    for name in ("encode_step", "decode_step"):
+        monkeypatch.setattr(codec_class, name, spy(name, getattr(codec_class, name)))
+    progress: list[tuple[int, int]] = []
+    with trio.fail_after(CAP):
         async with open_mlx_worker() as worker:
-            build = functools.partial(
-                MoshiEngine, lm, codec, FakeTokenizer(), sampling=SamplingConfig(seed=3)
+            load = functools.partial(
+                load_engine, "tiny-random", progress=lambda *p: progress.append(p)
             )
-            engine = await worker.run(build)
-            await worker.run(engine.force_text, "w1 w2")
+            engine = await worker.run(load)
+            await worker.run(engine.force_text, "hello")
             results = [await worker.run(engine.step, frame) for frame in frames[:6]]
             await worker.run(engine.reset)
             with pytest.raises(RuntimeError, match="go through the MLX worker"):
                 engine.step(frames[0])  # from the Trio thread: refused before any MLX call
     assert [r.index for r in results] == list(range(6))
     assert engine.thread_ident == worker.thread_ident
-    assert lm_threads == {worker.thread_ident}  # warm-up and real steps
-    assert codec.threads == {worker.thread_ident}
+    assert set(threads) == {
+        "resolve", "load_lm", "load_text_tokenizer", "load_codec",
+        "LmGen._step", "encode_step", "decode_step",
+    }  # fmt: skip
+    assert all(seen == {worker.thread_ident} for seen in threads.values()), threads
+    assert engine.load_seconds > 0 and engine.warmup_seconds > 0
+    assert progress and progress[-1][0] == progress[-1][1] > 0  # bytes loaded == total
+
+
+@pytest.mark.parametrize("quantize", ["q4", "q8"])
+def test_quantised_engine_steps(
+    tiny_random: models.ResolvedModel, frames: list[np.ndarray], quantize: str
+) -> None:
+    engine = load_engine("tiny-random", quantize=quantize, sampling=SamplingConfig(seed=1))
+    out = run(engine, frames[:5])
+    assert all(0 <= token < 512 for token in out.text_tokens)
+    assert out.results[-1].audio_ready
+
+
+def test_unknown_quantisation_is_a_usage_error(tiny_random: models.ResolvedModel) -> None:
+    with pytest.raises(UsageError, match="unknown quantisation 'q3': use q4, q8 or bf16"):
+        load_engine("tiny-random", quantize="q3")
+
+
+def test_runs_past_the_context_window(tiny: Tiny, frames: list[np.ndarray]) -> None:
+    """The KV ring wraps (context shrunk to 12 steps) and the engine carries on."""
+    context = 12
+    cfg = models.load.lm_config_of(tiny.resolved)
+    cfg.transformer = dataclasses.replace(cfg.transformer, context=context)
+    lm = Lm(cfg)
+    lm.set_dtype(mx.bfloat16)
+    engine = MoshiEngine(lm, tiny.codec(), tiny.tokenizer, sampling=SamplingConfig(seed=2))
+    out = run(engine, frames[: 4 * context])
+    assert len(out.results) == 4 * context
+    ring = engine._caches[0].self_attn
+    assert ring.offset == 4 * context and ring.keys.shape[2] == context
 
 
 def _attended_positions(cache: RotatingKVCache, context: int, steps: int) -> Iterator[set[int]]:
@@ -302,11 +319,13 @@ def _attended_positions(cache: RotatingKVCache, context: int, steps: int) -> Ite
         yield {int(k) for k in keys[0, 0, k_len - target :, 0].tolist()}
 
 
-def test_window_cache_always_attends_to_the_last_context_steps(lm: Lm) -> None:
-    (layer_cache, *_) = window_cache(lm)
-    attended = list(_attended_positions(layer_cache.self_attn, CONTEXT, 5 * CONTEXT))
-    for position, seen in enumerate(attended):
-        assert seen == set(range(max(0, position - CONTEXT + 1), position + 1))
+def test_window_cache_always_attends_to_the_last_context_steps(tiny: Tiny) -> None:
+    context = tiny.lm.cfg.transformer.context
+    (layer_cache, *_) = window_cache(tiny.lm)
+    assert layer_cache.self_attn.max_size == context
+    small = RotatingKVCache(head_dim=1, n_kv_heads=1, max_size=12)  # the same ring, scaled down
+    for position, seen in enumerate(_attended_positions(small, 12, 5 * 12)):
+        assert seen == set(range(max(0, position - 12 + 1), position + 1))
 
 
 def test_stock_rotating_cache_loses_recent_steps_after_wrapping() -> None:

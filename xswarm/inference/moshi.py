@@ -66,10 +66,13 @@ if TYPE_CHECKING:
 TEXT_PAD_ID: Final = 3  # "nothing new to say this frame": most frames carry it
 TEXT_EPAD_ID: Final = 0  # "padding ends": the frame just before a word starts
 WORD_START: Final = "\u2581"  # SentencePiece's "▁": the piece begins a new word
+ASCII_END: Final = 0x80  # byte-fallback pieces below this are whole characters
 
 DEFAULT_MAX_STEPS: Final = 256  # frames (20 s) in LmGen's token buffer before the engine rolls it
 MIN_WARMUP_STEPS: Final = 4  # frames: compiles the samplers and runs the codec both ways
 SPEECH_CHARS_PER_SECOND: Final = 14.0  # ~150 words/min: how fast forced text is paced
+
+QUANTIZE_BITS: Final[dict[str, int | None]] = {"q4": 4, "q8": 8, "bf16": None}  # --quant names
 
 _SILENCE: Final = np.zeros(FRAME_SAMPLES, dtype=np.float32)
 _SILENCE.flags.writeable = False  # shared by every result before the audio delay has passed
@@ -357,20 +360,20 @@ class MoshiEngine:
 
     def _pace(self, ids: list[int]) -> list[int]:
         for token in ids:
-            if not 0 <= token < self._text_vocab:
+            if not 0 <= token < min(self._text_vocab, len(self._pieces)):
                 raise UsageError(
                     f"cannot force text: token {token} is outside the model's text "
                     f"vocabulary of {self._text_vocab}: tokenizer and model do not match"
                 )
         words: list[list[int]] = []
         for token in ids:
-            if not words or self._tokenizer.id_to_piece(token).startswith(WORD_START):
+            if not words or (self._pieces[token] or "").startswith(" "):
                 words.append([])
             words[-1].append(token)
         steps_per_char = (1 / FRAME_SECONDS) / SPEECH_CHARS_PER_SECOND
         stream: list[int] = []
         for word in words:
-            chars = sum(len(self._tokenizer.id_to_piece(token)) for token in word)
+            chars = sum(len(self._pieces[token] or "?") for token in word)
             stream.append(TEXT_EPAD_ID)
             stream.extend(word)
             length = 1 + len(word)
@@ -396,14 +399,25 @@ class MoshiEngine:
 
 
 def _piece_table(tokenizer: TextTokenizer) -> list[str | None]:
-    """Every token's printable piece, looked up once: None for padding and control tokens."""
+    """Every token's printable piece, looked up once.
+
+    None for padding and control tokens, and for byte-fallback pieces that are
+    not a whole character (a UTF-8 byte of a longer sequence); an ASCII byte
+    piece (``<0x5A>``) becomes its character.
+    """
     is_control = getattr(tokenizer, "is_control", None)
+    is_byte = getattr(tokenizer, "is_byte", None)
     table: list[str | None] = []
     for token in range(tokenizer.vocab_size()):
+        piece: str | None = tokenizer.id_to_piece(token)
         if token in (TEXT_PAD_ID, TEXT_EPAD_ID) or (is_control and is_control(token)):
-            table.append(None)
+            piece = None
+        elif is_byte and is_byte(token):
+            value = int(piece[3:-1], 16)  # type: ignore[index]
+            piece = chr(value) if value < ASCII_END else None
         else:
-            table.append(tokenizer.id_to_piece(token).replace(WORD_START, " "))
+            piece = piece.replace(WORD_START, " ")  # type: ignore[union-attr]
+        table.append(piece)
     return table
 
 
@@ -411,15 +425,16 @@ def load_engine(
     model: str | Path | Any,
     *,
     sampling: SamplingConfig = SamplingConfig(),  # noqa: B008 - frozen, shared safely
-    quantize: str | None = None,
-    progress: Callable[..., None] | None = None,
+    quantize: str | int | None = None,
+    progress: Callable[[int, int], None] | None = None,
     max_steps: int = DEFAULT_MAX_STEPS,
     warmup_steps: int | None = None,
 ) -> MoshiEngine:
     """Resolve ``model`` (a name, a directory, or a ``ResolvedModel``), load it, warm it up.
 
-    Runs on the MLX thread (all loading is MLX work). ``quantize`` ("q4"/"q8")
-    and ``progress`` go to ``xswarm.models.load_lm``; ``progress`` is called on
+    Runs on the MLX thread (all loading is MLX work). ``quantize`` ("q4", "q8",
+    "bf16", 4, 8 or None: the checkpoint's own) and ``progress(done_bytes,
+    total_bytes)`` go to ``xswarm.models.load_lm``; ``progress`` is called on
     the MLX thread, so it must be thread-safe and quick (a rich progress bar
     is). ``engine.load_seconds`` is the time spent resolving and loading,
     ``engine.warmup_seconds`` the warm-up after it. Raises whatever the models
@@ -427,9 +442,12 @@ def load_engine(
     """
     from xswarm import models
 
+    bits = QUANTIZE_BITS.get(quantize) if isinstance(quantize, str) else quantize
+    if isinstance(quantize, str) and quantize not in QUANTIZE_BITS:
+        raise UsageError(f"unknown quantisation {quantize!r}: use q4, q8 or bf16")
     start = time.perf_counter()
-    resolved = models.resolve(model) if isinstance(model, (str, Path)) else model
-    lm, cfg = models.load_lm(resolved, quantize=quantize, progress=progress)
+    resolved = models.resolve(str(model)) if isinstance(model, (str, Path)) else model
+    lm, cfg = models.load_lm(resolved, quantize=bits, progress=progress)
     tokenizer = models.load_text_tokenizer(resolved)
     codec = models.load_codec(
         resolved, num_codebooks=max(cfg.generated_codebooks, cfg.other_codebooks)
