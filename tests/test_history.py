@@ -23,6 +23,7 @@ from xswarm.history import (
     new_session_id,
     read_session,
     search,
+    session_info,
 )
 from xswarm.memory import extract_facts, forget, memory_facts, memory_path, memory_prompt, remember
 from xswarm.personas import load_persona
@@ -164,6 +165,31 @@ def test_a_session_killed_with_sigkill_reads_back() -> None:
     assert "(unfinished)" in result.stdout
     assert "user: w0x0 w0x1 w0x2 w0x3 w0x4 w0x5 w0x6" in result.stdout
     assert "assistant: w1x0" in result.stdout
+
+
+@pytest.mark.parametrize("cut", ["none", "in the summary", "in the last word", "after a prefix"])
+def test_quick_listing_agrees_with_a_full_read(cut: str) -> None:
+    log = _session("glados", [("assistant", "one two three four five six seven"), ("user", "a b")])
+    data = log.path.read_bytes()
+    if cut == "in the summary":  # a crash cut the file
+        os.truncate(log.path, len(data) - 9)
+    elif cut == "in the last word":
+        os.truncate(log.path, data.rfind(b'{"type": "word"') + 10)
+    elif cut == "after a prefix":  # the cut line still starts like a word
+        os.truncate(log.path, data.rfind(b'{"type": "word"') + 20)
+    info = session_info(log.path)
+    full = read_session(log.path)
+    assert (info.id, info.persona, info.model, info.start) == (
+        full.id,
+        full.persona,
+        full.model,
+        full.start,
+    )
+    assert info.words == len(full.words)
+    assert info.duration == full.duration
+    assert info.complete == full.complete == (cut == "none")
+    assert info.words == (8 if cut in ("in the last word", "after a prefix") else 9)
+    assert info.preview == full.preview()
 
 
 def test_find_session_by_unique_prefix_and_clear_errors() -> None:

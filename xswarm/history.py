@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -316,21 +316,6 @@ class Session:
         text = " ".join(w.text.strip() for w in self.words[:words])
         return text + (" …" if len(self.words) > words else "")
 
-    def info(self) -> dict[str, Any]:
-        """A JSON-ready summary of the session (``history list --json``)."""
-        return {
-            "id": self.id,
-            "persona": self.persona,
-            "model": self.model,
-            "start": self.start.isoformat(),
-            "duration": round(self.duration, 3),
-            "words": len(self.words),
-            "complete": self.complete,
-            "skipped_lines": self.skipped,
-            "preview": self.preview(),
-            "path": str(self.path),
-        }
-
 
 def _valid_word(event: Mapping[str, Any]) -> bool:
     return (
@@ -341,6 +326,13 @@ def _valid_word(event: Mapping[str, Any]) -> bool:
             for k in ("start", "end")
         )
     )
+
+
+def _start_time(header: Mapping[str, Any], path: Path) -> datetime:
+    try:
+        return datetime.fromisoformat(str(header.get("start")))
+    except ValueError:  # a hand-edited header: the file's date is the next best thing
+        return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
 
 
 def read_session(path: Path) -> Session:
@@ -377,16 +369,12 @@ def read_session(path: Path) -> Session:
                 summary = event
     if header is None:
         raise UsageError(f"{path}: not an xswarm history file (no session header)")
-    try:
-        start = datetime.fromisoformat(str(header.get("start")))
-    except ValueError:
-        start = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
     return Session(
         id=str(header.get("id", path.stem)),
         path=path,
         persona=str(header.get("persona", "?")),
         model=str(header.get("model", "?")),
-        start=start,
+        start=_start_time(header, path),
         version=str(header.get("version", "?")),
         header=header,
         events=events,
@@ -404,28 +392,132 @@ def session_paths(directory: Path | None = None) -> list[Path]:
 
 
 @dataclass(frozen=True)
-class SessionListing:
-    """Sessions read back, newest first, and one error line per unreadable file."""
+class SessionInfo:
+    """What ``history list`` shows of a session, read without parsing every line.
 
-    sessions: list[Session]
+    The header, the first words and the last lines are parsed; the words are
+    counted by their JSON prefix, as :class:`SessionLog` writes them. Reading a
+    long session this way costs a file read and a byte count, not a JSON parse
+    per word (see benchmarks/history.py).
+    """
+
+    id: str
+    path: Path
+    persona: str
+    model: str
+    start: datetime
+    duration: float
+    words: int
+    complete: bool
+    preview: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "persona": self.persona,
+            "model": self.model,
+            "start": self.start.isoformat(),
+            "duration": round(self.duration, 3),
+            "words": self.words,
+            "complete": self.complete,
+            "preview": self.preview,
+            "path": str(self.path),
+        }
+
+
+_WORD_PREFIX: Final = b'{"type": "word"'  # how SessionLog serialises a word event
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    try:
+        event = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def session_info(path: Path) -> SessionInfo:
+    """The listing facts of one session file; same errors as :func:`read_session`."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise UsageError(f"{path}: cannot read the history file: {error.strerror}") from None
+    lines = [line for line in data.split(b"\n") if line.strip()]
+    header = _parse(lines[0]) if lines else None
+    if header is None or header.get("type") != "session":
+        raise UsageError(f"{path}: not an xswarm history file (no session header)")
+    first: list[str] = []
+    for raw in lines[1:]:
+        if len(first) > PREVIEW_WORDS:
+            break
+        event = _parse(raw)
+        if event is not None and event.get("type") == "word" and _valid_word(event):
+            first.append(event["text"].strip())
+    summary: dict[str, Any] | None = None
+    last_end = 0.0
+    for raw in reversed(lines[1:]):
+        event = _parse(raw)
+        if event is None:
+            continue
+        if event.get("type") == "summary" and summary is None:
+            summary = event
+        elif event.get("type") == "word" and _valid_word(event):
+            last_end = float(event["end"])
+            break
+    words = data.count(_WORD_PREFIX)
+    if lines and lines[-1].startswith(_WORD_PREFIX) and _parse(lines[-1]) is None:
+        words -= 1  # a word line cut short by a crash: read_session skips it too
+    duration = last_end
+    if summary and isinstance(summary.get("duration"), (int, float)):
+        duration = float(summary["duration"])
+    preview = " ".join(first[:PREVIEW_WORDS]) + (" …" if len(first) > PREVIEW_WORDS else "")
+    return SessionInfo(
+        id=str(header.get("id", path.stem)),
+        path=path,
+        persona=str(header.get("persona", "?")),
+        model=str(header.get("model", "?")),
+        start=_start_time(header, path),
+        duration=duration,
+        words=words,
+        complete=summary is not None,
+        preview=preview,
+    )
+
+
+@dataclass(frozen=True)
+class SessionListing:
+    """Sessions, newest first, and one error line per unreadable file."""
+
+    sessions: list[SessionInfo]
     errors: list[str]
 
 
 def list_sessions(persona: str | None = None, limit: int | None = None) -> SessionListing:
     """Every session (of ``persona`` if given), newest first, at most ``limit``."""
-    sessions: list[Session] = []
+    sessions: list[SessionInfo] = []
     errors: list[str] = []
     for path in session_paths():
         if limit is not None and len(sessions) >= limit:
             break
         try:
-            session = read_session(path)
+            info = session_info(path)
         except UsageError as error:
             errors.append(error.message)
             continue
-        if persona is None or session.persona == persona:
-            sessions.append(session)
+        if persona is None or info.persona == persona:
+            sessions.append(info)
     return SessionListing(sessions, errors)
+
+
+def read_sessions(persona: str | None = None) -> Iterator[Session]:
+    """Every readable session (of ``persona`` if given), fully parsed, newest first."""
+    for path in session_paths():
+        try:
+            session = read_session(path)
+        except UsageError:
+            continue
+        if persona is None or session.persona == persona:
+            yield session
 
 
 def find_session(id_or_prefix: str) -> Path:
@@ -487,7 +579,7 @@ def search(text: str, persona: str | None = None) -> list[Match]:
     if not needle:
         raise UsageError("nothing to search for: give some text")
     matches: list[Match] = []
-    for session in list_sessions(persona).sessions:
+    for session in read_sessions(persona):
         for line in session.lines():
             if needle in line.text.casefold():
                 matches.append(Match(session, line))

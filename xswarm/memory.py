@@ -317,7 +317,8 @@ def remember(
 ) -> list[Fact]:
     """Add ``facts`` to the persona's memory; the newest fact per key wins.
 
-    Returns the facts that were new or changed a value. Keeps at most
+    Returns the facts that were new or changed a value; the file is rewritten
+    (atomically, fsync'd) only when there is one. Keeps at most
     :data:`MAX_FACTS`, dropping the oldest.
     """
     stamp = (at or datetime.now(timezone.utc)).isoformat(timespec="seconds")
@@ -331,7 +332,7 @@ def remember(
         by_key[fact.key] = stored
         if old is None or (old.kind, old.value) != (fact.kind, fact.value):
             changed.append(stored)
-    if changed or by_key:
+    if changed:  # a fact repeated unchanged keeps its stored date: no rewrite, no fsync
         _write(persona, list(by_key.values())[-MAX_FACTS:])
     return changed
 

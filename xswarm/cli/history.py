@@ -71,14 +71,14 @@ def list_command(
 
         listing = list_sessions(persona, limit)
         if json_output:
-            emit_json([s.info() for s in listing.sessions])
+            emit_json([s.to_json() for s in listing.sessions])
         else:
             from rich.markup import escape
 
             console = env.console(stderr=False)
             for s in listing.sessions:
                 mark = "" if s.complete else " [yellow](unfinished)[/]"
-                preview = escape(s.preview()) or "[dim](no words)[/]"
+                preview = escape(s.preview) or "[dim](no words)[/]"
                 console.print(
                     f"[bold]{s.id}[/]  {escape(s.persona):<8} {_local(s.start)}  "
                     f"{_format_duration(s.duration):>7}  {preview}{mark}"
