@@ -428,3 +428,12 @@ async def test_source_stops_quietly_when_its_consumer_leaves(tmp_path: Path) -> 
             await receive.receive()
             receive.close()  # the consumer is gone: the source must end, not fail
     assert source._closed and source.frames_read < 5 / FRAME_SECONDS
+
+
+def test_stdin_on_a_terminal_is_refused_instead_of_waiting() -> None:
+    class Terminal(io.BytesIO):
+        def isatty(self) -> bool:
+            return True
+
+    with pytest.raises(UsageError, match=r"^<stdin>: is a terminal, not audio; pipe a file in"):
+        open_source("-", stdin=Terminal(b"never read"))

@@ -279,6 +279,10 @@ def open_source(path: str | os.PathLike[str], *, stdin: BinaryIO | None = None) 
     if path == "-":
         name = STDIN_NAME
         stream = stdin if stdin is not None else sys.stdin.buffer
+        if _isatty(stream):
+            raise _bad_file(
+                name, "is a terminal, not audio", "pipe a file in, e.g. cat a.wav | xswarm ... -"
+            )
         data = stream.read()
         if not data:
             raise _bad_file(
@@ -409,6 +413,8 @@ def open_sink(
     overrides the default (16-bit PCM for WAV/FLAC). An existing file is
     replaced. The caller closes the sink. Raises :class:`UsageError` for an
     unknown extension, a missing directory, a directory path or no permission.
+    A piped WAV on stdout is written to a terminal too: refusing that is the
+    command's call (it knows whether stdout carries audio).
     """
     import soundfile  # type: ignore[import-untyped]
 
@@ -447,6 +453,13 @@ def open_sink(
     except (OSError, ValueError) as error:
         raise _bad_file(path, f"cannot write ({error})") from None
     return AudioSink(writer, info)
+
+
+def _isatty(stream: BinaryIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def _is_regular_file(stream: BinaryIO) -> bool:
