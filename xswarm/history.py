@@ -77,10 +77,16 @@ class SessionLog:
     Open it with :meth:`open`, call :meth:`word` for every word (either
     speaker) and :meth:`end_turn` at every turn boundary, and :meth:`close`
     at the end (or use it as a context manager). Methods are synchronous and
-    not thread-safe: call them from one task (talk's logger actor). ``word``
-    costs one ``write`` syscall; ``end_turn`` adds an ``fsync`` (up to a few
-    ms on slow disks) and, with memory on, the fact rules over the turn's user
-    words (microseconds). A write failure raises :class:`HistoryError`.
+    not thread-safe: call them from one task (talk's logger actor), one call at
+    a time. ``word`` costs one ``write`` syscall (~6 µs here, inline is fine);
+    ``end_turn`` and ``close`` add an ``fsync`` and, with memory on, the fact
+    rules over the turn's user words and a rewrite of the memory file when a
+    fact is new: 1.5-2 ms median, 10-12 ms p99 on this machine's disk
+    (benchmarks/history.py), and an fsync can stall longer on a busy disk. So
+    a real-time actor should run those two in a worker thread
+    (``await trio.to_thread.run_sync(log.end_turn)``), awaiting each before
+    its next call. A write failure raises :class:`HistoryError`; calling
+    ``word`` after ``close`` raises ``ValueError``.
     """
 
     def __init__(
