@@ -435,5 +435,5 @@ def test_stdin_on_a_terminal_is_refused_instead_of_waiting() -> None:
         def isatty(self) -> bool:
             return True
 
-    with pytest.raises(UsageError, match=r"^<stdin>: is a terminal, not audio; pipe a file in"):
+    with pytest.raises(UsageError, match=r"^<stdin>: is a terminal, not audio; pipe an audio"):
         open_source("-", stdin=Terminal(b"never read"))

@@ -55,6 +55,7 @@ FAST_READ_FRAMES: Final = (
 RESAMPLE_QUALITY: Final = "HQ"  # soxr's default: transparent for speech, cheap enough for 96 kHz
 STDIN_NAME: Final = "<stdin>"
 STDOUT_NAME: Final = "<stdout>"
+STDIN_EXAMPLE: Final = "pipe an audio file in, e.g. cat a.wav | xswarm transcribe -"
 
 # Sink formats by extension: (libsndfile format, default subtype).
 SINK_FORMATS: Final[dict[str, tuple[str, str]]] = {
@@ -280,14 +281,10 @@ def open_source(path: str | os.PathLike[str], *, stdin: BinaryIO | None = None) 
         name = STDIN_NAME
         stream = stdin if stdin is not None else sys.stdin.buffer
         if _isatty(stream):
-            raise _bad_file(
-                name, "is a terminal, not audio", "pipe a file in, e.g. cat a.wav | xswarm ... -"
-            )
+            raise _bad_file(name, "is a terminal, not audio", STDIN_EXAMPLE)
         data = stream.read()
         if not data:
-            raise _bad_file(
-                name, "no data on stdin", "pipe an audio file in, e.g. cat a.wav | xswarm ... -"
-            )
+            raise _bad_file(name, "no data on stdin", STDIN_EXAMPLE)
         target: Any = io.BytesIO(data)
     else:
         name = path
