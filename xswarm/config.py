@@ -57,8 +57,10 @@ def load_config(path: Path | None = None) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return Config(path)
-    except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"{path}: cannot read the config file: {error}") from None
+    except OSError as error:
+        raise UsageError(f"{path}: cannot read the config file: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: the config file is not UTF-8 text (it is TOML)") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

@@ -60,6 +60,8 @@ def list_command(
                 ]
             )
         else:
+            from rich.markup import escape
+
             console = env.console(stderr=False)
             width = max((len(p.name) for p in listing.personas), default=4)
             for p in listing.personas:
@@ -68,7 +70,8 @@ def list_command(
                 if _shadowed(listing.files, p.name):
                     origin = "user, shadows built-in"
                 console.print(
-                    f"{mark} [{p.color}]{p.name:<{width}}[/]  {p.description}  [dim]({origin})[/]",
+                    f"{mark} [{p.color}]{p.name:<{width}}[/]  {escape(p.description)}  "
+                    f"[dim]({origin})[/]",
                     markup=True,
                     highlight=False,
                 )
