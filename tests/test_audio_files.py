@@ -437,3 +437,18 @@ def test_stdin_on_a_terminal_is_refused_instead_of_waiting() -> None:
 
     with pytest.raises(UsageError, match=r"^<stdin>: is a terminal, not audio; pipe an audio"):
         open_source("-", stdin=Terminal(b"never read"))
+
+
+async def test_sink_actor_writes_stdout_through_a_thread_and_closes_its_channel() -> None:
+    pipe = io.BytesIO()
+    send, receive = trio.open_memory_channel[AudioFrame](4)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(file_sink_actor, receive, open_sink("-", stdout=pipe))
+            async with send:
+                for index in range(3):
+                    await send.send(AudioFrame(tone(SAMPLE_RATE, FRAME_SECONDS), index, 0.0))
+    data, _ = sf.read(io.BytesIO(pipe.getvalue()), dtype="float32")
+    assert len(data) == 3 * FRAME_SAMPLES
+    with pytest.raises(trio.ClosedResourceError):
+        receive.receive_nowait()

@@ -535,15 +535,28 @@ async def file_source_actor(
 async def file_sink_actor(receive: Any, sink: AudioSink) -> None:
     """Write every frame received (``AudioFrame`` or bare array) to ``sink`` until the end.
 
-    The actor owns ``sink`` and closes it in ``finally``: after a cancel the
-    file holds every frame written so far and a valid header. Writes are a few
-    kilobytes to a local file and run on the event loop's thread.
+    The actor owns ``sink`` and ``receive`` and closes both in ``finally``:
+    after a cancel the file holds every frame written so far and a valid
+    header. Writes to a file are a few kilobytes and run on the event loop's
+    thread; writes to stdout go through a worker thread, because a slow reader
+    at the other end of a pipe would otherwise stall the loop. A closed stdout
+    pipe raises ``BrokenPipeError`` (the CLI ends quietly on it).
     """
+    import trio
+
+    to_pipe = sink.info.path == "-"
     try:
         async for item in receive:
-            sink.write(item.pcm if isinstance(item, AudioFrame) else item)
+            pcm = item.pcm if isinstance(item, AudioFrame) else item
+            if to_pipe:
+                await trio.to_thread.run_sync(sink.write, pcm)
+            else:
+                sink.write(pcm)
     finally:
         sink.close()
+        close = getattr(receive, "close", None)
+        if close is not None:
+            close()
 
 
 async def _close_channel(channel: Any) -> None:
