@@ -269,7 +269,7 @@ class _StreamWatch:
 
 
 async def _open_stream(kind: DeviceKind, device: DeviceInfo, factory: Callable[[], Any]) -> Any:
-    """Create and start a stream in a worker thread (ALSA opens take ~100 ms)."""
+    """Create and start a stream in a worker thread (an ALSA-pulse input opens in ~270 ms)."""
     sd = import_sounddevice()
 
     def open_and_start() -> Any:
