@@ -90,6 +90,15 @@ def test_padding_only_gives_no_words_and_control_pieces_are_dropped() -> None:
     assert assemble(stream((1, 1), (2, 1), (3, 5)), offset=0.0) == []
 
 
+def test_word_text_is_one_printable_line() -> None:
+    class Bytes(Pieces):
+        def decode(self, ids: list[int]) -> str:
+            return "a\n\x00b\tc"
+
+    words = assemble([4, 3], offset=0.0, pieces=Bytes())
+    assert [w.text for w in words] == ["a b c"]
+
+
 def test_continuation_piece_first_starts_a_word() -> None:
     words = assemble(stream((6, 1), (3, 1), (9, 1)), offset=0.0)
     assert [w.text for w in words] == ["ld", "x"]

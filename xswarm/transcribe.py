@@ -211,11 +211,15 @@ def _paced(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
 class _Lane(io.TextIOBase):
     """One input's stdout output: held in memory until the input is the head, then live."""
 
-    def __init__(self, stdout: TextIO) -> None:
+    def __init__(self, stdout: TextIO, header: str = "") -> None:
         self._stdout = stdout
         self._buffer: io.StringIO | None = io.StringIO()
+        self._header = header  # written before the first output (an input that fails first: none)
 
     def write(self, text: str) -> int:  # type: ignore[override]
+        if self._header:
+            header, self._header = self._header, ""
+            self.write(header)
         if self._buffer is None:
             return self._stdout.write(text)
         return self._buffer.write(text)
@@ -267,12 +271,13 @@ class _Output:
             stream = temporary.open("w", encoding="utf-8")
             self._files[index] = (temporary, final)
         else:
-            lane = self._lanes[index] = _Lane(self._stdout)
+            header = ""
+            if self._count > 1 and options.format in ("txt", PRETTY):
+                header = ("\n" if self._begun else "") + f"==> {name} <==\n"
+            lane = self._lanes[index] = _Lane(self._stdout, header)
             if index == self._head and not self._json_array:
                 lane.go_live()
             stream = lane
-            if self._count > 1 and options.format in ("txt", PRETTY):
-                stream.write(("\n" if self._begun else "") + f"==> {name} <==\n")
         self._begun += 1
         self._writers[index] = make_writer(options.format, stream, file=name, words=options.words)
 
@@ -281,6 +286,9 @@ class _Output:
 
     def end(self, index: int, duration: float) -> None:
         self._writers.pop(index).close(duration)
+        lane = self._lanes.get(index)
+        if lane is not None:
+            lane.write("")  # a silent input still shows its header
         if index in self._files:
             temporary, final = self._files.pop(index)
             os.replace(temporary, final)
@@ -439,12 +447,13 @@ def open_engine(
 
 def first_cached_stt_model() -> str | None:
     """The first published Kyutai STT model whose files are all in the local cache."""
-    from xswarm.models import registry, resolve
+    from xswarm.models.registry import REGISTRY
+    from xswarm.models.resolve import status
 
-    for spec in registry.REGISTRY.values():
+    for spec in REGISTRY.values():
         if spec.kind != "stt" or spec.generated:
             continue
         with contextlib.suppress(XswarmError):
-            if resolve.status(spec).cached:
+            if status(spec).cached:
                 return spec.name
     return None

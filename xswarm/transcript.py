@@ -189,7 +189,10 @@ class WordAssembler:
         end_step = min(
             next_start, max(self._last_step + 1, self._first_step + self._max_word_steps)
         )
-        text = self._pieces.decode(tokens).strip()
+        # one line of printable text: byte pieces can decode to newlines or controls,
+        # which would break txt, SRT and WebVTT lines
+        decoded = "".join(c if c.isprintable() else " " for c in self._pieces.decode(tokens))
+        text = " ".join(decoded.split())
         if not text:  # control pieces only (<s>, </s>): nothing was said
             return None
         start = min(max(self.seconds(self._first_step), self._previous_end, 0.0), horizon)

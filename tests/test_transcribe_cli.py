@@ -1,0 +1,189 @@
+"""``xswarm transcribe`` as users run it: a subprocess, real files, pipes, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.cli_helpers import run_xswarm
+from tests.speech import flite_speech, parse_srt, parse_vtt
+
+FORMATS = ("jsonl", "json", "txt", "srt", "vtt")
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory):
+    directory = tmp_path_factory.mktemp("cli-speech")
+    return flite_speech("please open the window", directory / "window.wav")
+
+
+@pytest.fixture(scope="module")
+def tiny_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An environment whose XSWARM_HOME holds the generated tiny-random-stt (made once)."""
+    home = tmp_path_factory.mktemp("tiny-home")
+    env = {**os.environ, "XSWARM_HOME": str(home), "HF_HOME": str(home / "hf"),
+           "HF_HUB_OFFLINE": "1"}
+    from xswarm.models import resolve
+
+    previous = os.environ.get("XSWARM_HOME")
+    os.environ["XSWARM_HOME"] = str(home)
+    try:
+        resolve("tiny-random-stt")  # generates it
+    finally:
+        if previous is None:
+            del os.environ["XSWARM_HOME"]
+        else:
+            os.environ["XSWARM_HOME"] = previous
+    return env
+
+
+def bad_inputs(directory: Path) -> dict[str, Path]:
+    """Every kind of bad input the issue lists, written into ``directory``."""
+    bad: dict[str, Path] = {"missing": directory / "missing.wav", "directory": directory / "dir"}
+    bad["directory"].mkdir()
+    bad["empty"] = directory / "empty.wav"
+    bad["empty"].write_bytes(b"")
+    bad["zero samples"] = directory / "zero.wav"
+    sf.write(bad["zero samples"], np.zeros(0, np.float32), 16_000)
+    good = directory / "good.wav"
+    sf.write(good, np.zeros(16_000, np.float32), 16_000)
+    bad["truncated header"] = directory / "truncated.wav"
+    bad["truncated header"].write_bytes(good.read_bytes()[:30])
+    bad["text"] = directory / "notes.wav"
+    bad["text"].write_text("just some text, not audio\n" * 20)
+    # a WAV header naming a codec libsndfile does not decode (format tag 0x1234)
+    data = np.zeros(1600, np.int16).tobytes()
+    fmt = struct.pack("<HHIIHH", 0x1234, 1, 16_000, 32_000, 2, 16)
+    bad["unsupported codec"] = directory / "codec.wav"
+    bad["unsupported codec"].write_bytes(
+        b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE"
+        + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+        + b"data" + struct.pack("<I", len(data)) + data
+    )
+    nan = np.zeros(16_000, np.float32)
+    nan[4000] = np.nan
+    bad["nan"] = directory / "nan.wav"
+    sf.write(bad["nan"], nan, 16_000, subtype="FLOAT")
+    inf = np.zeros(16_000, np.float32)
+    inf[9000] = np.inf
+    bad["inf"] = directory / "inf.wav"
+    sf.write(bad["inf"], inf, 16_000, subtype="FLOAT")
+    return bad
+
+
+def test_all_bad_inputs_in_one_call(speech, tmp_path: Path) -> None:
+    bad = bad_inputs(tmp_path)
+    paths = [str(p) for p in bad.values()]
+    result = run_xswarm("transcribe", "--model", "sphinx-en", *paths[:5], str(speech.path),
+                        *paths[5:], "--format", "txt")
+    assert result.returncode == 2
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == len(bad)
+    for path, line in zip(paths, errors, strict=True):  # one line each, naming the file
+        assert line.startswith(f"xswarm: error: {path}:"), line
+    assert "Traceback" not in result.stderr
+    assert result.stdout == f"==> {speech.path} <==\n{speech.text}\n"
+
+
+def test_default_model_falls_back_to_sphinx_with_one_note(speech) -> None:
+    result = run_xswarm("transcribe", str(speech.path), str(speech.path))
+    assert result.returncode == 0
+    notes = result.stderr.strip().splitlines()
+    assert len(notes) == 1 and "sphinx-en" in notes[0] and "xswarm models pull" in notes[0]
+    assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == [speech.text] * 2
+
+
+def test_stdin_and_closed_stdout(speech) -> None:
+    data = speech.path.read_bytes()
+    result = run_xswarm("transcribe", "-m", "sphinx-en", "-", "--format", "txt", input=data)
+    assert (result.returncode, result.stdout) == (0, speech.text + "\n")
+    # `| head -1` with several files: the reader goes away after the first line
+    command = [sys.executable, "-m", "xswarm", "transcribe", "-m", "sphinx-en", "--words",
+               *[str(speech.path)] * 3]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode()
+        code = proc.wait(timeout=60)
+    assert json.loads(first)["type"] == "word"
+    assert code == 0 and "Traceback" not in stderr and "error" not in stderr
+
+
+def test_usage_errors() -> None:
+    result = run_xswarm("transcribe", "a.wav", "b.wav", "--format", "srt", "-m", "sphinx-en")
+    assert result.returncode == 2 and "--output-dir" in result.stderr
+    result = run_xswarm("transcribe", "a.wav", "--format", "docx")
+    assert result.returncode == 2 and "unknown format" in result.stderr
+    result = run_xswarm("transcribe", "a.wav", "--model", "moshiko-mlx-q4")
+    assert result.returncode in (1, 2) and "Traceback" not in result.stderr
+
+
+def parse(fmt: str, text: str, file: str) -> list[tuple[float, float, str]]:
+    """(start, end, text) entries of one file's output in any format."""
+    if fmt == "jsonl":
+        return [(d["start"], d["end"], d["text"]) for d in map(json.loads, text.splitlines())
+                if d["file"] == file]
+    if fmt == "json":
+        doc = json.loads(text)
+        assert doc["file"] == file
+        return [(s["start"], s["end"], s["text"]) for s in doc["segments"]]
+    if fmt == "srt":
+        return [(c.start, c.end, c.text) for c in parse_srt(text)]
+    if fmt == "vtt":
+        return [(c.start, c.end, c.text) for c in parse_vtt(text)]
+    return [(0.0, 0.0, line) for line in text.splitlines()]
+
+
+def test_tiny_random_stt_every_format(speech, tiny_home, tmp_path: Path) -> None:
+    other = tmp_path / "other.flac"
+    audio, rate = sf.read(speech.path, dtype="float32")
+    sf.write(other, np.concatenate([audio, audio]), rate)
+    inputs = [str(speech.path), str(other)]
+    durations = [speech.duration, 2 * len(audio) / rate]
+    words_by_format = {}
+    for fmt in FORMATS:
+        out = tmp_path / fmt
+        result = run_xswarm("transcribe", "-m", "tiny-random-stt", "--format", fmt,
+                            "--output-dir", str(out), *inputs, env=tiny_home)
+        assert result.returncode == 0, result.stderr
+        assert sorted(p.name for p in out.iterdir()) == sorted(
+            [f"window.{fmt}", f"other.{fmt}"])
+        for path, duration in zip(inputs, durations, strict=True):
+            text = (out / f"{Path(path).stem}.{fmt}").read_text()
+            entries = parse(fmt, text, path)
+            if fmt != "txt":
+                starts = [start for start, _, _ in entries]
+                assert starts == sorted(starts)
+                assert all(0 <= s <= e <= duration + 1e-3 for s, e, _ in entries)
+            words_by_format.setdefault(path, {})[fmt] = " ".join(t for _, _, t in entries).split()
+    for path in inputs:
+        per_format = words_by_format[path]
+        assert per_format["jsonl"], "random weights still emit words"
+        for fmt in FORMATS:
+            assert per_format[fmt] == per_format["jsonl"], (path, fmt)
+
+
+def test_tiny_random_stt_batch_equals_single_runs(speech, tiny_home, tmp_path: Path) -> None:
+    audio, rate = sf.read(speech.path, dtype="float32")
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"in{i}.wav"
+        sf.write(path, audio[: len(audio) * (i + 2) // 4], rate)
+        paths.append(str(path))
+    batched = run_xswarm("transcribe", "-m", "tiny-random-stt", "--words", "-b", "3", *paths,
+                         env=tiny_home)
+    assert batched.returncode == 0, batched.stderr
+    single = "".join(
+        run_xswarm("transcribe", "-m", "tiny-random-stt", "--words", "-b", "1", p,
+                   env=tiny_home).stdout for p in paths
+    )
+    assert batched.stdout == single and batched.stdout
