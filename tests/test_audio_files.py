@@ -404,7 +404,7 @@ async def test_source_actor_closes_its_file_and_channel_on_cancel(tmp_path: Path
             nursery.start_soon(lambda: file_source_actor(source, send, realtime=False))
             await receive.receive()
             nursery.cancel_scope.cancel()
-    assert source._closed
+    assert source.closed
     with pytest.raises(trio.ClosedResourceError):
         send.send_nowait(AudioFrame(np.zeros(FRAME_SAMPLES, np.float32), 0, 0.0))
 
@@ -427,7 +427,7 @@ async def test_source_stops_quietly_when_its_consumer_leaves(tmp_path: Path) -> 
             nursery.start_soon(lambda: file_source_actor(source, send, realtime=False))
             await receive.receive()
             receive.close()  # the consumer is gone: the source must end, not fail
-    assert source._closed and source.frames_read < 5 / FRAME_SECONDS
+    assert source.closed and source.frames_read < 5 / FRAME_SECONDS
 
 
 def test_stdin_on_a_terminal_is_refused_instead_of_waiting() -> None:

@@ -139,6 +139,10 @@ class AudioSource:
             self._file.close()
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def duration(self) -> float:
         """Seconds of audio yielded so far (real samples, padding excluded)."""
         return self.samples / SAMPLE_RATE
