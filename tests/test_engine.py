@@ -33,6 +33,7 @@ from xswarm.inference.moshi import (
     MoshiEngine,
     StepResult,
     load_engine,
+    open_engine,
     window_cache,
 )
 from xswarm.inference.sampling import SamplingConfig
@@ -257,10 +258,9 @@ async def test_all_mlx_work_runs_on_the_worker_thread(
     progress: list[tuple[int, int]] = []
     with trio.fail_after(CAP):
         async with open_mlx_worker() as worker:
-            load = functools.partial(
-                load_engine, "tiny-random", progress=lambda *p: progress.append(p)
+            engine = await open_engine(
+                worker, "tiny-random", progress=lambda *p: progress.append(p)
             )
-            engine = await worker.run(load)
             await worker.run(engine.force_text, "hello")
             results = [await worker.run(engine.step, frame) for frame in frames[:6]]
             await worker.run(engine.reset)

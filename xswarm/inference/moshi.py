@@ -59,8 +59,11 @@ from xswarm.inference.sampling import RandomStream, SamplingConfig
 
 if TYPE_CHECKING:
     import mlx.core as mx
-    from moshi_mlx.models import Lm, LmGen
+    from moshi_mlx.models.generate import LmGen
+    from moshi_mlx.models.lm import Lm
     from moshi_mlx.modules.transformer import LayerCache
+
+    from xswarm.inference.worker import MlxWorker
 
 # Moshi's text stream (kyutai-labs/moshi: existing_text_padding_id / end_of_text_padding_id).
 TEXT_PAD_ID: Final = 3  # "nothing new to say this frame": most frames carry it
@@ -291,7 +294,7 @@ class MoshiEngine:
     def reset(self) -> None:
         """Start a new conversation: fresh LM, codec and sampler state, same seed."""
         self._check_thread()
-        from moshi_mlx.models import LmGen
+        from moshi_mlx.models.generate import LmGen
 
         for cache in (*self._caches, *self._lm.depformer_cache):
             cache.reset()
@@ -463,6 +466,7 @@ def load_engine(
     )
 
 
-async def open_engine(worker: Any, model: str | Path | Any, **options: Any) -> MoshiEngine:
+async def open_engine(worker: MlxWorker, model: str | Path | Any, **options: Any) -> MoshiEngine:
     """Load an engine on ``worker``'s MLX thread (see :func:`load_engine` for ``options``)."""
-    return await worker.run(functools.partial(load_engine, model, **options))
+    engine: MoshiEngine = await worker.run(functools.partial(load_engine, model, **options))
+    return engine

@@ -21,7 +21,7 @@ from xswarm.errors import UsageError
 
 if TYPE_CHECKING:
     import mlx.core as mx
-    from moshi_mlx.utils import Sampler
+    from moshi_mlx.utils.sampling import Sampler
 
 # Moshi's published defaults (kyutai-labs/moshi, LMGen): what the model was tuned with.
 DEFAULT_TEMPERATURE: Final = 0.8  # audio tokens
@@ -82,12 +82,12 @@ class SamplingConfig:
         )
 
     def text_sampler(self) -> Sampler:
-        from moshi_mlx.utils import Sampler
+        from moshi_mlx.utils.sampling import Sampler
 
         return Sampler(temp=self.text_temperature, top_k=self.text_top_k)
 
     def audio_sampler(self) -> Sampler:
-        from moshi_mlx.utils import Sampler
+        from moshi_mlx.utils.sampling import Sampler
 
         return Sampler(temp=self.temperature, top_k=self.top_k)
 
