@@ -415,3 +415,64 @@ def test_garbage_tokenizer_is_named(tmp_path: Path, tiny_random: ResolvedModel) 
         ModelError, match=r"tokenizer_tiny_en_512\.model: not a valid SentencePiece model"
     ):
         load_text_tokenizer(resolve_directory(directory))
+
+
+# --- pull (the hub replaced by a fake; no network) ------------------------------
+
+
+def test_pull_fetches_the_files_the_config_names_once(
+    monkeypatch: pytest.MonkeyPatch, isolated_home: Path, tiny_random_stt: ResolvedModel
+) -> None:
+    import huggingface_hub
+
+    from xswarm.models.pull import PullProgress, pull_files
+
+    config = json.loads(tiny_random_stt.config_path.read_text())  # type: ignore[union-attr]
+    config["tokenizer_name"] = "tokenizer_renamed_upstream.model"  # not the registry's guess
+    hub = {
+        "config.json": json.dumps(config).encode(),
+        "model.safetensors": tiny_random_stt.lm_weights.read_bytes(),
+        "mimi-tiny-random.safetensors": tiny_random_stt.codec_weights.read_bytes(),
+        "tokenizer_renamed_upstream.model": tiny_random_stt.text_tokenizer.read_bytes(),
+    }
+    fetched: list[str] = []
+
+    class Metadata:
+        def __init__(self, size: int) -> None:
+            self.size = size
+
+    def fake_metadata(url: str, **_: object) -> Metadata:
+        return Metadata(len(hub[url.rsplit("/", 1)[1]]))
+
+    def fake_download(repo: str, filename: str, *, cache_dir: Path, **_: object) -> str:
+        fetched.append(filename)
+        root = Path(cache_dir) / ("models--" + repo.replace("/", "--"))
+        snapshot = root / "snapshots" / ("a" * 40)
+        snapshot.mkdir(parents=True, exist_ok=True)
+        (root / "refs").mkdir(exist_ok=True)
+        (root / "refs" / "main").write_text("a" * 40)
+        (snapshot / filename).write_bytes(hub[filename])
+        return str(snapshot / filename)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", fake_metadata)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    events: list[PullProgress] = []
+    spec = get_spec("stt-1b-en_fr-mlx")
+    pull_files(spec, progress=events.append)
+    assert fetched == [
+        "config.json",
+        "model.safetensors",
+        "mimi-tiny-random.safetensors",
+        "tokenizer_renamed_upstream.model",
+    ]
+    finished = [e for e in events if e.finished]
+    assert [(e.filename, e.done, e.total) for e in finished] == [
+        (name, len(hub[name]), len(hub[name])) for name in fetched
+    ]
+    resolved = resolve("stt-1b-en_fr-mlx")
+    assert resolved.text_tokenizer.name == "tokenizer_renamed_upstream.model"
+    load_text_tokenizer(resolved)
+    fetched.clear()
+    pull_files(spec)  # everything cached: nothing fetched again
+    assert fetched == []

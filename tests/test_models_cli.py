@@ -195,3 +195,15 @@ def test_garbage_weights_file(tiny_random: ResolvedModel, tmp_path: Path) -> Non
     path.write_bytes((40).to_bytes(8, "little") + b"{this is not json}" + b" " * 100)
     message = _one_line_error(run_xswarm("models", "check", str(directory)), 1)
     assert message.startswith(f"{path}: not a valid safetensors file (")
+
+
+def test_pull_without_network_fails_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A closed local port stands for "no network" without leaving this machine.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    message = _one_line_error(run_xswarm("models", "pull", "stt-1b-en_fr-mlx"), 1)
+    assert message == (
+        "cannot pull stt-1b-en_fr-mlx: 127.0.0.1:9 not reachable while fetching config.json "
+        "(connection refused); check the network and run `xswarm models pull stt-1b-en_fr-mlx` "
+        "again (it resumes)"
+    )

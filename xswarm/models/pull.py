@@ -40,6 +40,14 @@ class PullProgress:
 ProgressCallback = Callable[[PullProgress], None]
 
 
+def hub_host() -> str:
+    """The Hugging Face hub's host name (``HF_ENDPOINT`` points at a mirror)."""
+    from urllib.parse import urlparse
+
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    return urlparse(endpoint).netloc or endpoint
+
+
 def offline_mode() -> bool:
     """True when ``HF_HUB_OFFLINE`` asks huggingface_hub never to touch the network."""
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
@@ -69,12 +77,12 @@ def _network_error(spec: ModelSpec, filename: str, error: BaseException) -> Mode
         )
     if isinstance(error, RepositoryNotFoundError):
         return ModelError(
-            f"cannot pull {spec.name}: repository {spec.repo} not found on huggingface.co"
+            f"cannot pull {spec.name}: repository {spec.repo} not found on {hub_host()}"
         )
     if isinstance(error, EntryNotFoundError):
         return ModelError(f"cannot pull {spec.name}: {filename} not found in {spec.repo}")
     return ModelError(
-        f"cannot pull {spec.name}: huggingface.co not reachable while fetching {filename} "
+        f"cannot pull {spec.name}: {hub_host()} not reachable while fetching {filename} "
         f"({_short_reason(error)}); check the network and run `{spec.pull_command}` "
         "again (it resumes)"
     )
@@ -84,9 +92,9 @@ def _short_reason(error: BaseException) -> str:
     """A few words on why a connection failed, out of urllib3's nested messages."""
     text = str(error)
     for marker, reason in (
-        ("Name or service not known", "cannot resolve huggingface.co"),
-        ("Temporary failure in name resolution", "cannot resolve huggingface.co"),
-        ("NameResolutionError", "cannot resolve huggingface.co"),
+        ("Name or service not known", f"cannot resolve {hub_host()}"),
+        ("Temporary failure in name resolution", f"cannot resolve {hub_host()}"),
+        ("NameResolutionError", f"cannot resolve {hub_host()}"),
         ("Connection refused", "connection refused"),
         ("timed out", "connection timed out"),
         ("Network is unreachable", "network unreachable"),
