@@ -396,3 +396,15 @@ def test_each_history_command_has_examples(command: str) -> None:
     result = run_xswarm("history", command, "--help")
     assert result.returncode == 0
     assert "Examples:" in result.stdout and f"xswarm history {command}" in result.stdout
+
+
+def test_shell_completion_offers_session_ids() -> None:
+    old = _session("jarvis", [("user", "one")], now=T0)
+    new = _session("jarvis", [("user", "two")], now=T0 + timedelta(days=1))
+    env = {
+        **os.environ,
+        "_XSWARM_COMPLETE": "complete_bash",
+        "COMP_WORDS": "xswarm history show 2026112",
+        "COMP_CWORD": "3",
+    }
+    assert run_xswarm(env=env).stdout.split() == [new.id, old.id]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -231,3 +232,14 @@ def test_each_command_has_examples_in_its_help(command: str) -> None:
     assert result.returncode == 0
     assert "Examples:" in result.stdout
     assert f"xswarm personas {command}" in result.stdout
+
+
+def test_shell_completion_offers_persona_names() -> None:
+    env = {
+        **os.environ,
+        "_XSWARM_COMPLETE": "complete_bash",
+        "COMP_WORDS": "xswarm personas show s",
+        "COMP_CWORD": "3",
+    }
+    result = run_xswarm(env=env)
+    assert result.stdout.split() == [n for n in BUILTIN_NAMES if n.startswith("s")]

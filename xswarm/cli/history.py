@@ -19,8 +19,31 @@ history_app = typer.Typer(
 )
 app.add_typer(history_app)
 
+
+def complete_session(incomplete: str) -> list[str]:
+    """Shell completion: session ids starting with what was typed, newest first."""
+    try:
+        from xswarm.history import session_paths
+
+        return [p.stem for p in session_paths() if p.stem.startswith(incomplete)]
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+
+
+def complete_persona(incomplete: str) -> list[str]:
+    from xswarm.cli.personas import complete_persona as complete
+
+    return complete(incomplete)
+
+
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of text.")
-PERSONA_OPTION = typer.Option(None, "--persona", "-p", help="Only sessions with this persona.")
+PERSONA_OPTION = typer.Option(
+    None,
+    "--persona",
+    "-p",
+    help="Only sessions with this persona.",
+    autocompletion=complete_persona,
+)
 
 
 @history_app.callback()
@@ -100,7 +123,9 @@ Examples:
 
 @history_app.command("show", epilog=SHOW_EXAMPLES)
 def show_command(
-    session_id: str = typer.Argument(..., metavar="ID", help="A session id or unique prefix."),
+    session_id: str = typer.Argument(
+        ..., metavar="ID", help="A session id or unique prefix.", autocompletion=complete_session
+    ),
     json_output: bool = typer.Option(
         False, "--json", help="Print the stored events as JSON lines (header first)."
     ),
@@ -192,7 +217,10 @@ Examples:
 @history_app.command("rm", epilog=RM_EXAMPLES)
 def rm_command(
     session_ids: Annotated[
-        list[str], typer.Argument(metavar="ID", help="Session ids or unique prefixes.")
+        list[str],
+        typer.Argument(
+            metavar="ID", help="Session ids or unique prefixes.", autocompletion=complete_session
+        ),
     ],
 ) -> None:
     """Delete sessions. Every id is checked before anything is deleted."""
@@ -216,7 +244,9 @@ Examples:
 
 @history_app.command("facts", epilog=FACTS_EXAMPLES)
 def facts_command(
-    persona: str | None = typer.Argument(None, help="The persona (default: the default persona)."),
+    persona: str | None = typer.Argument(
+        None, help="The persona (default: the default persona).", autocompletion=complete_persona
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON array of facts."),
 ) -> None:
     """Show what a persona remembers about you, with the sentence each fact came from.
@@ -265,7 +295,9 @@ Examples:
 
 @history_app.command("forget", epilog=FORGET_EXAMPLES)
 def forget_command(
-    persona: str = typer.Argument(..., help="The persona whose memory to edit."),
+    persona: str = typer.Argument(
+        ..., help="The persona whose memory to edit.", autocompletion=complete_persona
+    ),
     keys: Annotated[
         list[str] | None,
         typer.Argument(metavar="[KEY]", help="Fact keys, as shown by xswarm history facts."),

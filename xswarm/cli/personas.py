@@ -21,6 +21,17 @@ personas_app = typer.Typer(
 )
 app.add_typer(personas_app)
 
+
+def complete_persona(incomplete: str) -> list[str]:
+    """Shell completion: persona names starting with what was typed."""
+    try:
+        from xswarm.personas import persona_files
+
+        return [name for name in persona_files() if name.startswith(incomplete)]
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+
+
 LIST_EXAMPLES = """
 Examples:
 
@@ -97,7 +108,11 @@ Examples:
 
 @personas_app.command("show", epilog=SHOW_EXAMPLES)
 def show_command(
-    name: str = typer.Argument(..., help="The persona's name (see xswarm personas list)."),
+    name: str = typer.Argument(
+        ...,
+        help="The persona's name (see xswarm personas list).",
+        autocompletion=complete_persona,
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the persona as JSON."),
 ) -> None:
     """Show a persona's settings and the file they come from."""
@@ -157,6 +172,7 @@ def new_command(
         "--from",
         help="The persona to copy (default: NAME itself if it exists, else jarvis).",
         show_default=False,
+        autocompletion=complete_persona,
     ),
 ) -> None:
     """Write a commented persona file into your config directory and print its path.
