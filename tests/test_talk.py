@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import re
 import threading
@@ -141,7 +142,7 @@ async def test_headless_fast_writes_output_record_log_trace_and_json(tmp_path: P
     assert [w["text"] for w in words] == ["Hello", "world.", "Good", "bye"]
     assert all(w["speaker"] == "assistant" for w in words)
     assert words[0]["start"] == pytest.approx(4 * 0.08)
-    assert all(a["end"] <= b["start"] + 1e-9 for a, b in zip(words, words[1:], strict=False))
+    assert all(a["end"] <= b["start"] + 1e-9 for a, b in itertools.pairwise(words))
     assert lines[-1]["type"] == "summary" and lines[-1] == summary
     assert summary["reason"] == "end" and summary["drops"] == 0 and summary["words"] == 4
     assert summary["step_ms_p50"] is not None and summary["latency_ms_p99"] is not None
@@ -159,8 +160,10 @@ async def test_headless_fast_writes_output_record_log_trace_and_json(tmp_path: P
 async def test_duration_stops_the_source_after_that_many_frames(tmp_path: Path) -> None:
     write_noise(tmp_path / "in.wav", 3.0)
     config = TalkConfig(
-        input_path=str(tmp_path / "in.wav"), output_path=str(tmp_path / "out.wav"),
-        fast=True, duration=0.8,
+        input_path=str(tmp_path / "in.wav"),
+        output_path=str(tmp_path / "out.wav"),
+        fast=True,
+        duration=0.8,
     )
     talk_io, _, _ = make_io()
     with trio.fail_after(20):
@@ -195,7 +198,7 @@ async def test_fast_slow_engine_neither_drops_nor_warns(tmp_path: Path) -> None:
     config = TalkConfig(
         input_path=str(tmp_path / "in.wav"), output_path=str(tmp_path / "out.wav"), fast=True
     )
-    talk_io, out, _ = make_io()
+    talk_io, _, _ = make_io()
     with trio.fail_after(30):
         summary = await run_talk(config, talk_io, parts(FakeEngine(step_seconds=0.09)))
     assert summary["drops"] == 0 and summary["frames"] == 15 and summary["warnings"] == 0
@@ -235,8 +238,14 @@ async def test_model_error_during_load_opens_no_device(tmp_path: Path) -> None:
         raise ModelError("model.q8.safetensors: truncated file; run xswarm models pull NAME")
 
     talk_io, _, _ = make_io()
-    p = TalkParts(engine_factory=broken, model_name="fake", worker_factory=thread_worker,
-                  handle_signals=False, source_actor=mic, sink_actor=speaker)
+    p = TalkParts(
+        engine_factory=broken,
+        model_name="fake",
+        worker_factory=thread_worker,
+        handle_signals=False,
+        source_actor=mic,
+        sink_actor=speaker,
+    )
     with trio.fail_after(10), pytest.raises(ModelError, match="truncated file"):
         await run_talk(TalkConfig(), talk_io, p)
     assert opened == []
@@ -244,8 +253,9 @@ async def test_model_error_during_load_opens_no_device(tmp_path: Path) -> None:
 
 async def test_pretty_transcript_on_a_terminal(tmp_path: Path) -> None:
     write_noise(tmp_path / "in.wav", 1.5)
-    config = TalkConfig(input_path=str(tmp_path / "in.wav"), output_path=str(tmp_path / "o.wav"),
-                        fast=True)
+    config = TalkConfig(
+        input_path=str(tmp_path / "in.wav"), output_path=str(tmp_path / "o.wav"), fast=True
+    )
     out, err = io.StringIO(), io.StringIO()
     talk_io = TalkIO(out, err, stdout_tty=True, stderr_tty=False, color=False)
     with trio.fail_after(20):
@@ -257,8 +267,12 @@ async def test_pretty_transcript_on_a_terminal(tmp_path: Path) -> None:
 
 async def test_persona_names_the_speaker_and_unknown_ones_are_refused(tmp_path: Path) -> None:
     write_noise(tmp_path / "in.wav", 1.0)
-    config = TalkConfig(persona="glados", input_path=str(tmp_path / "in.wav"), fast=True,
-                        output_path=str(tmp_path / "o.wav"))
+    config = TalkConfig(
+        persona="glados",
+        input_path=str(tmp_path / "in.wav"),
+        fast=True,
+        output_path=str(tmp_path / "o.wav"),
+    )
     out, err = io.StringIO(), io.StringIO()
     talk_io = TalkIO(out, err, stdout_tty=True, stderr_tty=False, color=True)
     with trio.fail_after(20):
@@ -289,8 +303,9 @@ def test_contradicting_options_are_usage_errors(config: TalkConfig, message: str
 
 @pytest.mark.parametrize("width", [40, 80, 120, 200])
 def test_status_line_never_wider_than_the_terminal(width: int) -> None:
-    snap = StatusSnapshot(mic_db=-12, assistant_db=-60, step_ms=14.2, drops=3, underruns=2,
-                          elapsed=75.0)
+    snap = StatusSnapshot(
+        mic_db=-12, assistant_db=-60, step_ms=14.2, drops=3, underruns=2, elapsed=75.0
+    )
     for color in (False, True):
         line = format_status(snap, width, color=color)
         visible = re.sub(r"\x1b\[[0-9;]*m", "", line)

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from tests.cli_helpers import NO_PORTAUDIO_DIR, run_xswarm
 
+from tests.cli_helpers import NO_PORTAUDIO_DIR, run_xswarm
 from xswarm.audio import FRAME_SAMPLES, SAMPLE_RATE
 
 MODEL = "tiny-random"
@@ -50,9 +50,20 @@ def model_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def test_headless_fast_json_session(tmp_path: Path, model_home: dict[str, str]) -> None:
     samples = write_tone(tmp_path / "in.wav", 3.0, rate=16_000)  # any rate: resampled to 24 kHz
     result = run_xswarm(
-        "talk", "--model", MODEL, "--input", str(tmp_path / "in.wav"),
-        "--output", str(tmp_path / "out.wav"), "--record", str(tmp_path / "rec.wav"),
-        "--fast", "--json", "--seed", "7", env=model_home,
+        "talk",
+        "--model",
+        MODEL,
+        "--input",
+        str(tmp_path / "in.wav"),
+        "--output",
+        str(tmp_path / "out.wav"),
+        "--record",
+        str(tmp_path / "rec.wav"),
+        "--fast",
+        "--json",
+        "--seed",
+        "7",
+        env=model_home,
     )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -83,8 +94,17 @@ def test_same_seed_same_session(tmp_path: Path, model_home: dict[str, str]) -> N
     outputs = []
     for run in range(2):
         result = run_xswarm(
-            "talk", "--model", MODEL, "--input", str(tmp_path / "in.wav"),
-            "--output", str(tmp_path / f"out{run}.wav"), "--fast", "--seed", "3", env=model_home,
+            "talk",
+            "--model",
+            MODEL,
+            "--input",
+            str(tmp_path / "in.wav"),
+            "--output",
+            str(tmp_path / f"out{run}.wav"),
+            "--fast",
+            "--seed",
+            "3",
+            env=model_home,
         )
         assert result.returncode == 0, result.stderr
         outputs.append(sf.read(tmp_path / f"out{run}.wav")[0])
@@ -94,7 +114,9 @@ def test_same_seed_same_session(tmp_path: Path, model_home: dict[str, str]) -> N
 def _start_talk(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "xswarm", "talk", *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -112,7 +134,9 @@ def _wait_for_ready(proc: subprocess.Popen[bytes], timeout: float = 90) -> list[
                 found.set()
 
     threading.Thread(target=reader, daemon=True).start()
-    assert found.wait(timeout), f"no ready line; stderr: {proc.stderr.read() if proc.stderr else ''}"
+    assert found.wait(timeout), (
+        f"no ready line; stderr: {proc.stderr.read() if proc.stderr else ''}"
+    )
     return seen
 
 
@@ -122,9 +146,21 @@ def test_signal_mid_session_exits_fast_with_complete_files(
 ) -> None:
     write_tone(tmp_path / "in.wav", 30.0)  # real time: far longer than the test waits
     proc = _start_talk(
-        ["--model", MODEL, "--input", str(tmp_path / "in.wav"), "--output", str(tmp_path / "out.wav"),
-         "--record", str(tmp_path / "rec.wav"), "--log", str(tmp_path / "log.jsonl"),
-         "--trace", str(tmp_path / "trace.json"), "--json"],
+        [
+            "--model",
+            MODEL,
+            "--input",
+            str(tmp_path / "in.wav"),
+            "--output",
+            str(tmp_path / "out.wav"),
+            "--record",
+            str(tmp_path / "rec.wav"),
+            "--log",
+            str(tmp_path / "log.jsonl"),
+            "--trace",
+            str(tmp_path / "trace.json"),
+            "--json",
+        ],
         model_home,
     )
     try:
@@ -159,7 +195,9 @@ def test_signal_mid_session_exits_fast_with_complete_files(
 def test_missing_model_fails_before_any_device(tmp_path: Path, model_home: dict[str, str]) -> None:
     # PortAudio hidden: had talk touched a device first, the error would be about PortAudio.
     env = dict(model_home)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(NO_PORTAUDIO_DIR), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(NO_PORTAUDIO_DIR), env.get("PYTHONPATH")) if p
+    )
     result = run_xswarm("talk", "--model", "moshiko-mlx-q8", env=env)
     assert result.returncode == 1
     assert "xswarm models pull moshiko-mlx-q8" in result.stderr
@@ -168,7 +206,9 @@ def test_missing_model_fails_before_any_device(tmp_path: Path, model_home: dict[
 
 
 def test_unknown_input_device_lists_devices_and_suggests_a_file(model_home: dict[str, str]) -> None:
-    result = run_xswarm("talk", "--model", MODEL, "--input-device", "no-such-mic-xyz", env=model_home)
+    result = run_xswarm(
+        "talk", "--model", MODEL, "--input-device", "no-such-mic-xyz", env=model_home
+    )
     assert result.returncode == 2, result.stderr
     assert "no input device matches 'no-such-mic-xyz'" in result.stderr
     assert "--input FILE" in result.stderr and "Traceback" not in result.stderr
@@ -176,7 +216,9 @@ def test_unknown_input_device_lists_devices_and_suggests_a_file(model_home: dict
 
 def test_no_portaudio_names_the_fix(model_home: dict[str, str]) -> None:
     env = dict(model_home)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(NO_PORTAUDIO_DIR), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(NO_PORTAUDIO_DIR), env.get("PYTHONPATH")) if p
+    )
     result = run_xswarm("talk", "--model", MODEL, env=env)
     assert result.returncode == 1
     assert "PortAudio is missing" in result.stderr and "--input FILE" in result.stderr
@@ -194,7 +236,9 @@ def test_no_portaudio_names_the_fix(model_home: dict[str, str]) -> None:
         (["--model", "tiny-random-stt"], "'tiny-random-stt' is not a Moshi model"),
     ],
 )
-def test_bad_input_is_one_line_exit_2(args: list[str], message: str, model_home: dict[str, str]) -> None:
+def test_bad_input_is_one_line_exit_2(
+    args: list[str], message: str, model_home: dict[str, str]
+) -> None:
     result = run_xswarm("talk", *args, env=model_home)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr

@@ -43,8 +43,13 @@ def model_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env.update(XSWARM_HOME=str(home), HF_HOME=str(home / "hf"), HF_HUB_OFFLINE="1")
     env.pop("XSWARM_PERSONA", None)
     # Generate tiny-random before any timing starts.
-    subprocess.run([sys.executable, "-m", "xswarm", "models", "path", "tiny-random"], env=env,
-                   capture_output=True, timeout=300, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "xswarm", "models", "path", "tiny-random"],
+        env=env,
+        capture_output=True,
+        timeout=300,
+        check=True,
+    )
     return env
 
 
@@ -82,9 +87,20 @@ def play_tone(env: dict[str, str], seconds: float) -> subprocess.Popen[bytes]:
     t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     tone = (0.25 * np.sin(2 * np.pi * TONE_HZ * t)).astype("<f4").tobytes()
     proc = subprocess.Popen(
-        ["pacat", "--playback", "--device=xs", "--raw", "--format=float32le",
-         f"--rate={SAMPLE_RATE}", "--channels=1", "--latency-msec=40"],
-        env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "pacat",
+            "--playback",
+            "--device=xs",
+            "--raw",
+            "--format=float32le",
+            f"--rate={SAMPLE_RATE}",
+            "--channels=1",
+            "--latency-msec=40",
+        ],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     threading.Thread(target=_feed, args=(proc, tone), daemon=True).start()
     return proc
@@ -111,9 +127,24 @@ def test_live_session_30_s_real_time_no_underruns_no_drops(
 ) -> None:
     env = {**model_env, **{k: os.environ[k] for k in ("XDG_RUNTIME_DIR", "PULSE_SERVER")}}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xswarm", "talk", "--model", "tiny-random", "--json", "--seed", "5",
-         "--record", str(tmp_path / "rec.wav"), "--log", str(tmp_path / "log.jsonl")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "xswarm",
+            "talk",
+            "--model",
+            "tiny-random",
+            "--json",
+            "--seed",
+            "5",
+            "--record",
+            str(tmp_path / "rec.wav"),
+            "--log",
+            str(tmp_path / "log.jsonl"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     tone = None
     try:
@@ -160,27 +191,46 @@ def test_device_lost_mid_session_ends_cleanly_with_exit_1(
     tmp_path: Path, model_env: dict[str, str]
 ) -> None:
     runtime = tempfile.mkdtemp(prefix="xswarm-lost-")
-    started = subprocess.run(["bash", str(SCRIPT), "start", runtime], capture_output=True,
-                             text=True, timeout=60, stdin=subprocess.DEVNULL, check=True)
+    started = subprocess.run(
+        ["bash", str(SCRIPT), "start", runtime],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=True,
+    )
     exports = started.stdout.strip().splitlines()[-1].removeprefix("export ").split()
     env = {**model_env, **dict(item.split("=", 1) for item in exports)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xswarm", "talk", "--model", "tiny-random", "--json",
-         "--record", str(tmp_path / "rec.wav")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "xswarm",
+            "talk",
+            "--model",
+            "tiny-random",
+            "--json",
+            "--record",
+            str(tmp_path / "rec.wav"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         lines = Lines(proc)
         lines.wait_for('"word"', timeout=60)  # the greeting is being said
-        subprocess.run(["bash", str(SCRIPT), "stop", runtime], capture_output=True, timeout=30,
-                       check=False)
+        subprocess.run(
+            ["bash", str(SCRIPT), "stop", runtime], capture_output=True, timeout=30, check=False
+        )
         proc.wait(timeout=15)  # stall detection (2 s) plus a clean shutdown
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        subprocess.run(["bash", str(SCRIPT), "stop", runtime], capture_output=True, timeout=30,
-                       check=False)
+        subprocess.run(
+            ["bash", str(SCRIPT), "stop", runtime], capture_output=True, timeout=30, check=False
+        )
     stderr = proc.stderr.read().decode() if proc.stderr else ""
     assert proc.returncode == 1, stderr
     assert "Traceback" not in stderr

@@ -50,19 +50,30 @@ def mask(screen: str) -> str:
 class Tmux:
     """One detached tmux server/session, killed at the end (its own socket: -L)."""
 
-    def __init__(self, width: int, command: str, env: dict[str, str]) -> None:
+    def __init__(self, width: int, command: str, env: dict[str, str], after: str = "") -> None:
         self.socket = f"xswarm-test-{uuid.uuid4().hex[:8]}"
         self.name = "talk"
         self.env = env
         self._tmux(
-            "new-session", "-d", "-x", str(width), "-y", str(HEIGHT), "-s", self.name,
-            f"{command}; echo '[exit '$?']'; sleep 120",
+            "new-session",
+            "-d",
+            "-x",
+            str(width),
+            "-y",
+            str(HEIGHT),
+            "-s",
+            self.name,
+            f"{command}; echo '[exit '$?']'; {after} sleep 120",
         )
 
     def _tmux(self, *args: str) -> str:
         result = subprocess.run(
-            ["tmux", "-L", self.socket, *args], env=self.env, capture_output=True, text=True,
-            timeout=30, check=True,
+            ["tmux", "-L", self.socket, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         )
         return result.stdout
 
@@ -88,8 +99,9 @@ class Tmux:
         raise AssertionError(f"screen never matched; last screen:\n{self.plain()}")
 
     def kill(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True,
-                       timeout=30, check=False)
+        subprocess.run(
+            ["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=30, check=False
+        )
 
 
 @pytest.fixture
@@ -106,12 +118,12 @@ def tmux_env(tmp_path: Path) -> dict[str, str]:
 def session(tmux_env: dict[str, str]) -> Iterator[Callable[..., Tmux]]:
     made: list[Tmux] = []
 
-    def start(width: int, command: str, *, no_color: bool) -> Tmux:
+    def start(width: int, command: str, *, no_color: bool, after: str = "") -> Tmux:
         env = dict(tmux_env)
         if no_color:
             env["NO_COLOR"] = "1"
         prefix = "NO_COLOR=1 " if no_color else ""
-        made.append(Tmux(width, f"cd {shlex.quote(str(REPO))} && {prefix}{command}", env))
+        made.append(Tmux(width, f"cd {shlex.quote(str(REPO))} && {prefix}{command}", env, after))
         return made[-1]
 
     yield start
@@ -134,7 +146,8 @@ def check_snapshot(name: str, screen: str) -> None:
 def test_status_line_and_pretty_transcript(
     width: int, no_color: bool, session: Callable[..., Tmux], tmp_path: Path
 ) -> None:
-    driver = f"{shlex.quote(sys.executable)} -m tests.test_talk_tmux drive {tmp_path}/in.wav {tmp_path}/out.wav"
+    python = shlex.quote(sys.executable)
+    driver = f"{python} -m tests.test_talk_tmux drive {tmp_path}/in.wav {tmp_path}/out.wav"
     tmux = session(width, driver, no_color=no_color)
     name = f"w{width}-{'nocolor' if no_color else 'color'}"
 
@@ -163,10 +176,13 @@ def test_ctrl_c_leaves_the_terminal_usable(session: Callable[..., Tmux], tmp_pat
         f"XSWARM_HOME={home} HF_HOME={home}/hf HF_HUB_OFFLINE=1 {shlex.quote(sys.executable)} "
         f"-m xswarm talk --model tiny-random --input {tmp_path}/in.wav --output {tmp_path}/out.wav"
     )
-    tmux = session(80, command, no_color=False)
+    # After the exit, the pane prints the terminal's echo flags: both must be on again.
+    flags = "stty -a | tr ' ' '\\n' | grep -x -e echo -e echoctl | tr '\\n' ' '; echo;"
+    tmux = session(80, command, no_color=False, after=flags)
     tmux.wait_for(lambda s: "drops" in s, timeout=120)
     tmux.keys("C-c")
-    screen = tmux.wait_for(lambda s: "[exit 130]" in s, timeout=10)
+    screen = tmux.wait_for(lambda s: "[exit 130]" in s and "echoctl" in s, timeout=10)
+    assert "echo echoctl" in screen
     assert tmux.cursor_visible()
     assert "Traceback" not in screen
     assert "xswarm: error: interrupted by SIGINT" in screen
@@ -189,12 +205,17 @@ def drive(in_path: str, out_path: str) -> int:
     from xswarm.talk import TalkConfig, TalkIO, TalkParts, run_talk
 
     rng = np.random.default_rng(0)
-    sf.write(in_path, rng.normal(0, 0.1, int(24_000 * 3.0)).astype(np.float32), 24_000, subtype="FLOAT")
+    sf.write(
+        in_path, rng.normal(0, 0.1, int(24_000 * 3.0)).astype(np.float32), 24_000, subtype="FLOAT"
+    )
     engine = FakeEngine(step_seconds=0.002)
     config = TalkConfig(input_path=in_path, output_path=out_path)
-    io = TalkIO(sys.stdout, sys.stderr, sys.stdout.isatty(), sys.stderr.isatty(), env.color)
-    parts = TalkParts(engine_factory=lambda progress: engine, model_name="scripted",
-                      worker_factory=thread_worker)
+    io = TalkIO(
+        sys.stdout, sys.stderr, sys.stdout.isatty(), sys.stderr.isatty(), env.color, sys.stdin
+    )
+    parts = TalkParts(
+        engine_factory=lambda progress: engine, model_name="scripted", worker_factory=thread_worker
+    )
     try:
         trio.run(run_talk, config, io, parts)
     except XswarmError as error:

@@ -150,7 +150,9 @@ class AssistantWords:
         while self._assembler.steps < index:  # frames dropped before the model: silence
             words += self._push(PADDING_TOKEN)
         if token is not None and piece:
-            self._pieces.setdefault(token, WORD_START + piece[1:] if piece.startswith(" ") else piece)
+            self._pieces.setdefault(
+                token, WORD_START + piece[1:] if piece.startswith(" ") else piece
+            )
             return words + self._push(token)
         return words + self._push(PADDING_TOKEN)  # padding, end-of-padding, control: no text
 
@@ -187,7 +189,7 @@ class EventLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file: IO[str] | None = Path(path).open("w", encoding="utf-8")
+        self._file: IO[str] | None = Path(path).open("w", encoding="utf-8")  # noqa: SIM115
 
     def write(self, obj: dict[str, Any]) -> None:
         if self._file is not None:
@@ -210,12 +212,14 @@ class TraceFile:
     def __init__(self, path: Path, t0: float) -> None:
         self.path = path
         self.t0 = t0
-        self._file: IO[str] | None = Path(path).open("w", encoding="utf-8")
+        self._file: IO[str] | None = Path(path).open("w", encoding="utf-8")  # noqa: SIM115
         self._file.write('{"displayTimeUnit":"ms","traceEvents":[\n')
         self._first = True
         self._emit({"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "xswarm talk"}})
         for tid, name in TRACK_NAMES.items():
-            self._emit({"ph": "M", "pid": 1, "tid": tid, "name": "thread_name", "args": {"name": name}})
+            self._emit(
+                {"ph": "M", "pid": 1, "tid": tid, "name": "thread_name", "args": {"name": name}}
+            )
 
     def _us(self, t: float) -> float:
         return round((t - self.t0) * 1e6, 1)
@@ -227,13 +231,30 @@ class TraceFile:
         self._first = False
 
     def span(self, track: int, name: str, start: float, end: float, **args: Any) -> None:
-        self._emit({
-            "ph": "X", "pid": 1, "tid": track, "name": name,
-            "ts": self._us(start), "dur": round(max(0.0, end - start) * 1e6, 1), "args": args,
-        })
+        self._emit(
+            {
+                "ph": "X",
+                "pid": 1,
+                "tid": track,
+                "name": name,
+                "ts": self._us(start),
+                "dur": round(max(0.0, end - start) * 1e6, 1),
+                "args": args,
+            }
+        )
 
     def instant(self, track: int, name: str, t: float, **args: Any) -> None:
-        self._emit({"ph": "i", "s": "t", "pid": 1, "tid": track, "name": name, "ts": self._us(t), "args": args})
+        self._emit(
+            {
+                "ph": "i",
+                "s": "t",
+                "pid": 1,
+                "tid": track,
+                "name": name,
+                "ts": self._us(t),
+                "args": args,
+            }
+        )
 
     def close(self) -> None:
         if self._file is not None:
@@ -343,15 +364,24 @@ class SessionLog:
 
     def notice(self, notice: Notice) -> None:
         """Show a status event: JSON line on stdout in JSON mode, a line on stderr for people."""
-        record = {"type": "status", "status": notice.status, "message": notice.message, **notice.data}
+        record = {
+            "type": "status",
+            "status": notice.status,
+            "message": notice.message,
+            **notice.data,
+        }
         if self.log:
             self.log.write({**record, "t": self._t(self.clock())})
         if notice.status == "warning":
             self.warnings.append(notice.message)
         if self.options.json:
             self._stdout_line(json.dumps(record, ensure_ascii=False))
-        if not self.options.quiet and (notice.status in ("warning", "error") or not self.options.json):
-            prefix = {"warning": "xswarm: warning: ", "error": "xswarm: error: "}.get(notice.status, "xswarm: ")
+        if not self.options.quiet and (
+            notice.status in ("warning", "error") or not self.options.json
+        ):
+            prefix = {"warning": "xswarm: warning: ", "error": "xswarm: error: "}.get(
+                notice.status, "xswarm: "
+            )
             self._stderr_line(prefix + notice.message)
 
     def _frame(self, report: FrameReport) -> None:
@@ -379,24 +409,31 @@ class SessionLog:
                 underruns=counters.underruns,
                 elapsed=self.clock() - (self.t_ready or self.t0),
             )
-            self.display.set_status(
-                format_status(snap, self.display.width, color=self.options.color, unicode=_unicode(self._stderr))
+            line = format_status(
+                snap,
+                self.display.width,
+                color=self.options.color,
+                unicode=_unicode(self._stderr),
+                speaker=self.options.speaker_label.lower(),
             )
+            self.display.set_status(line)
         if self.log:
-            self.log.write({
-                "type": "frame",
-                "index": report.index,
-                "t": self._t(report.t_capture),
-                "wait_ms": _ms(report.t_start - report.t_capture),
-                "step_ms": _ms(report.step_seconds),
-                "latency_ms": _ms(report.latency_seconds),
-                **{f"{name}_ms": _ms(sec) for name, sec in report.stages},
-                "mic_db": round(level_db(report.mic_rms), 1),
-                "assistant_db": round(level_db(report.assistant_rms), 1),
-                "text": report.text_piece,
-                "drops": counters.drops,
-                "underruns": counters.underruns,
-            })
+            self.log.write(
+                {
+                    "type": "frame",
+                    "index": report.index,
+                    "t": self._t(report.t_capture),
+                    "wait_ms": _ms(report.t_start - report.t_capture),
+                    "step_ms": _ms(report.step_seconds),
+                    "latency_ms": _ms(report.latency_seconds),
+                    **{f"{name}_ms": _ms(sec) for name, sec in report.stages},
+                    "mic_db": round(level_db(report.mic_rms), 1),
+                    "assistant_db": round(level_db(report.assistant_rms), 1),
+                    "text": report.text_piece,
+                    "drops": counters.drops,
+                    "underruns": counters.underruns,
+                }
+            )
         if self.trace:
             self._trace_frame(report, t_handle)
 
@@ -405,7 +442,9 @@ class SessionLog:
         i = report.index
         self.trace.instant(TRACK_MIC, "frame", report.t_capture, frame=i)
         self.trace.span(TRACK_INFERENCE, "wait", report.t_capture, report.t_start, frame=i)
-        self.trace.span(TRACK_INFERENCE, "step", report.t_start, report.t_end, frame=i, text=report.text_piece)
+        self.trace.span(
+            TRACK_INFERENCE, "step", report.t_start, report.t_end, frame=i, text=report.text_piece
+        )
         t = report.t_start
         for name, seconds in report.stages:
             self.trace.span(TRACK_INFERENCE, name, t, t + seconds, frame=i)
@@ -422,20 +461,30 @@ class SessionLog:
         median = percentile(recent, 50) or 0.0
         if median > FRAME_SECONDS * SLOW_FACTOR:
             self._slow_warned = True
-            self.notice(Notice(
-                "warning",
-                f"inference is slower than real time: a step takes {median * 1000:.0f} ms "
-                f"for a {FRAME_SECONDS * 1000:.0f} ms frame, so audio is dropped and silence "
-                "played; use a smaller or quantised model (e.g. --model moshiko-mlx-q4)",
-                {"step_ms": round(median * 1000, 1), "frame_ms": round(FRAME_SECONDS * 1000, 1)},
-            ))
+            self.notice(
+                Notice(
+                    "warning",
+                    f"inference is slower than real time: a step takes {median * 1000:.0f} ms "
+                    f"for a {FRAME_SECONDS * 1000:.0f} ms frame, so audio is dropped and silence "
+                    "played; use a smaller or quantised model (e.g. --model moshiko-mlx-q4)",
+                    {
+                        "step_ms": round(median * 1000, 1),
+                        "frame_ms": round(FRAME_SECONDS * 1000, 1),
+                    },
+                )
+            )
 
     # -- transcript -------------------------------------------------------------
 
     def _word(self, word: Word) -> None:
         self.metrics.words += 1
-        record = {"type": "word", "speaker": SPEAKER_ASSISTANT, "start": round(word.start, 2),
-                  "end": round(word.end, 2), "text": word.text}
+        record = {
+            "type": "word",
+            "speaker": SPEAKER_ASSISTANT,
+            "start": round(word.start, 2),
+            "end": round(word.end, 2),
+            "text": word.text,
+        }
         if self.log:
             self.log.write(record)
         if self.options.json:

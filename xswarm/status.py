@@ -1,4 +1,4 @@
-"""The live bottom of the terminal during ``xswarm talk``: status line, load bar, partial transcript.
+"""The live bottom of the terminal in ``xswarm talk``: status line, load bar, partial transcript.
 
 People watching a conversation want two things on screen at once: the
 transcript scrolling (data, on stdout) and one line saying the session is
@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
 HIDE_CURSOR: Final = "\x1b[?25l"
 SHOW_CURSOR: Final = "\x1b[?25h"
@@ -79,27 +79,38 @@ class StatusSnapshot:
     elapsed: float  # seconds since the session became ready
 
 
-def format_status(snap: StatusSnapshot, width: int, *, color: bool, unicode: bool = True) -> str:
-    """Render the one-line status for a terminal of ``width`` columns (never wider)."""
+def format_status(
+    snap: StatusSnapshot, width: int, *, color: bool, unicode: bool = True, speaker: str = "moshi"
+) -> str:
+    """Render the one-line status for a terminal of ``width`` columns (never wider).
+
+    ``speaker`` names the assistant's level meter (the persona, lower case).
+    """
     wide = width >= WIDE_LAYOUT_COLUMNS
     cells = 20 if wide else 10
     minutes, seconds = divmod(int(snap.elapsed), 60)
     sep = _paint(" │ " if unicode else " | ", DIM, color)
-    mic = f"{_paint('mic', DIM, color)} {_paint(meter(snap.mic_db, cells, unicode=unicode), GREEN, color)} {snap.mic_db:3.0f} dB"
-    out = f"{_paint('moshi', DIM, color)} {_paint(meter(snap.assistant_db, cells, unicode=unicode), CYAN, color)} {snap.assistant_db:3.0f} dB"
+    mic_bar = _paint(meter(snap.mic_db, cells, unicode=unicode), GREEN, color)
+    out_bar = _paint(meter(snap.assistant_db, cells, unicode=unicode), CYAN, color)
+    mic = f"{_paint('mic', DIM, color)} {mic_bar} {snap.mic_db:3.0f} dB"
+    out = f"{_paint(speaker, DIM, color)} {out_bar} {snap.assistant_db:3.0f} dB"
     step = f"{_paint('step', DIM, color)} {snap.step_ms:3.0f} ms"
     drops_style = RED if snap.drops else ""
     drops = f"{_paint('drops', DIM, color)} {_paint(str(snap.drops), drops_style, color)}"
     parts = [mic, out, step, drops]
     if wide or snap.underruns:
         under_style = YELLOW if snap.underruns else ""
-        parts.append(f"{_paint('underruns', DIM, color)} {_paint(str(snap.underruns), under_style, color)}")
+        parts.append(
+            f"{_paint('underruns', DIM, color)} {_paint(str(snap.underruns), under_style, color)}"
+        )
     parts.append(f"{minutes}:{seconds:02d}")
     line = sep.join(parts)
     return _fit(line, width - 1)
 
 
-def format_progress(label: str, done: int, total: int, width: int, *, color: bool, unicode: bool = True) -> str:
+def format_progress(
+    label: str, done: int, total: int, width: int, *, color: bool, unicode: bool = True
+) -> str:
     """A one-line load bar: ``loading NAME ████···· 54%  12.3/22.8 MB``."""
     fraction = 0.0 if total <= 0 else min(1.0, done / total)
     cells = max(10, min(40, width - len(label) - 32))
@@ -158,7 +169,10 @@ class LiveDisplay:
         show_live: bool,
         stdout_tty: bool,
         width: int | None = None,
+        keyboard: TextIO | None = None,
     ) -> None:
+        self._keyboard = keyboard  # the terminal's input: its echo is off while lines are live
+        self._saved_tty: tuple[int, list[Any]] | None = None
         self._out = stdout
         self._err = stderr
         self.show_live = show_live
@@ -192,6 +206,7 @@ class LiveDisplay:
         if not self._cursor_hidden:
             self._err.write(HIDE_CURSOR)
             self._cursor_hidden = True
+            self._echo_off()
         if self._partial and self._stdout_tty:
             self._out.write(self._partial + "\n")
             self._out.flush()
@@ -285,8 +300,42 @@ class LiveDisplay:
             self._partial = ""
             self._partial_written = 0
 
+    def _echo_off(self) -> None:
+        # Keys typed during the session (Ctrl-C's "^C" too) would be echoed into the
+        # status line and wrap it, so the next erase misses a line. Echo comes back in close().
+        if self._keyboard is None:
+            return
+        try:
+            import termios
+
+            fd = self._keyboard.fileno()
+            if not os.isatty(fd):
+                return
+            saved = termios.tcgetattr(fd)
+            quiet = list(saved)
+            quiet[3] &= ~(termios.ECHO | termios.ECHOCTL)
+            termios.tcsetattr(fd, termios.TCSANOW, quiet)
+            self._saved_tty = (fd, saved)
+        except (ImportError, OSError, ValueError, AttributeError):
+            self._saved_tty = None
+
+    def _echo_on(self) -> None:
+        if self._saved_tty is None:
+            return
+        fd, saved = self._saved_tty
+        self._saved_tty = None
+        try:
+            import termios
+
+            termios.tcsetattr(fd, termios.TCSANOW, saved)
+        except (ImportError, OSError, ValueError):
+            pass
+
     def close(self) -> None:
-        """Erase the live lines, end the transcript line, show the cursor. Idempotent, never raises."""
+        """Erase the live lines, end the transcript line, show the cursor.
+
+        Idempotent; never raises (a closed pipe has nothing left to restore).
+        """
         if self._closed:
             return
         try:
@@ -304,3 +353,4 @@ class LiveDisplay:
                 except (OSError, ValueError):
                     pass
                 self._cursor_hidden = False
+            self._echo_on()

@@ -49,7 +49,9 @@ if TYPE_CHECKING:
     from xswarm.log import SessionLog
     from xswarm.runtime import Receiver, Sender
 
-DEFAULT_MODEL: Final = "moshiko-mlx-q8"  # Kyutai's published Moshi (male voice), 8-bit: fits 16 GB Macs
+DEFAULT_MODEL: Final = (
+    "moshiko-mlx-q8"  # Kyutai's published Moshi (male voice), 8-bit: fits 16 GB Macs
+)
 FRAMES_CAPACITY: Final = 4  # frames (320 ms) from source to model: more is latency, not safety
 OUTPUT_CAPACITY: Final = 8  # frames (640 ms) from model to sink, the jitter buffer's own bound
 EVENTS_CAPACITY: Final = 1024  # reports (82 s) to the logger: a stalled stdout pipe shows as drops
@@ -99,7 +101,9 @@ class TalkConfig:
     def check(self) -> None:
         """Raise :class:`UsageError` for options that contradict each other."""
         if self.fast and self.input_path is None:
-            raise UsageError("--fast needs --input FILE: a microphone cannot go faster than real time")
+            raise UsageError(
+                "--fast needs --input FILE: a microphone cannot go faster than real time"
+            )
         if self.input_path is not None and self.input_device is not None:
             raise UsageError("--input FILE and --input-device DEV both name the input; pick one")
         if self.output_path is not None and self.output_device is not None:
@@ -109,15 +113,17 @@ class TalkConfig:
         if self.output_path == "-" and self.input_path == "-":
             pass  # legal: a filter, WAV in on stdin, WAV out on stdout
         if self.output_path == "-" and self.json:
-            raise UsageError("--output - writes audio to stdout, so the transcript cannot go there too; "
-                             "drop --json or write the audio to a file")
+            raise UsageError(
+                "--output - writes audio to stdout, so the transcript cannot go there too; "
+                "drop --json or write the audio to a file"
+            )
 
 
 # -- engines ----------------------------------------------------------------------------
 
 
 class StepLike(Protocol):
-    """What the inference actor reads from an engine step (``xswarm.inference.moshi.StepResult``)."""
+    """What the inference actor reads of an engine step (``inference.moshi.StepResult``)."""
 
     text_token: int
     text: str | None
@@ -317,12 +323,18 @@ async def inference_actor(
             log.display.clear_status()
             stats.load_seconds = time.monotonic() - t_load
             stats.seed = getattr(engine, "seed", None)
-            events.send_nowait(Notice(
-                "ready",
-                f"ready: talking with {model_name} (seed {stats.seed}); "
-                + ("speak, Ctrl-C to stop" if realtime else "processing"),
-                {"model": model_name, "seed": stats.seed, "load_seconds": round(stats.load_seconds, 3)},
-            ))
+            events.send_nowait(
+                Notice(
+                    "ready",
+                    f"ready: talking with {model_name} (seed {stats.seed}); "
+                    + ("speak, Ctrl-C to stop" if realtime else "processing"),
+                    {
+                        "model": model_name,
+                        "seed": stats.seed,
+                        "load_seconds": round(stats.load_seconds, 3),
+                    },
+                )
+            )
             log.mark_ready()
             if task_status is not None:
                 task_status.started()
@@ -339,18 +351,21 @@ async def inference_actor(
                 t_queued = time.monotonic()
                 if record is not None:
                     await put(record, RecordFrame(frame.index, frame.pcm, answer))
-                await put(events, FrameReport(
-                    index=frame.index,
-                    t_capture=frame.t_capture,
-                    t_start=t_start,
-                    t_end=t_end,
-                    t_queued=t_queued,
-                    mic_rms=_rms(frame.pcm),
-                    assistant_rms=_rms(answer),
-                    engine_seconds=float(result.seconds),
-                    text_token=int(result.text_token),
-                    text_piece=result.text,
-                ))
+                await put(
+                    events,
+                    FrameReport(
+                        index=frame.index,
+                        t_capture=frame.t_capture,
+                        t_start=t_start,
+                        t_end=t_end,
+                        t_queued=t_queued,
+                        mic_rms=_rms(frame.pcm),
+                        assistant_rms=_rms(answer),
+                        engine_seconds=float(result.seconds),
+                        text_token=int(result.text_token),
+                        text_piece=result.text,
+                    ),
+                )
                 stats.frames += 1
                 if max_frames is not None and stats.frames >= max_frames:
                     on_done()
@@ -363,9 +378,15 @@ async def _draw_progress(log: SessionLog, progress: LoadProgress, label: str) ->
     from xswarm.status import format_progress
 
     while True:
-        log.display.set_status(format_progress(
-            label, progress.done, progress.total, log.display.width, color=log.options.color,
-        ))
+        log.display.set_status(
+            format_progress(
+                label,
+                progress.done,
+                progress.total,
+                log.display.width,
+                color=log.options.color,
+            )
+        )
         await trio.sleep(PROGRESS_REFRESH)
 
 
@@ -440,6 +461,7 @@ class TalkIO:
     stdout_tty: bool
     stderr_tty: bool
     color: bool
+    keyboard: TextIO | None = None  # the terminal's input, if any: echo is off while live
 
 
 @dataclass
@@ -455,7 +477,9 @@ class TalkParts:
     counters: Callable[[], dict[str, int]] = field(default_factory=lambda: dict)
 
 
-async def run_talk(config: TalkConfig, io: TalkIO, parts: TalkParts | None = None) -> dict[str, Any]:
+async def run_talk(
+    config: TalkConfig, io: TalkIO, parts: TalkParts | None = None
+) -> dict[str, Any]:
     """Run one conversation; return the summary record.
 
     Order matters for the user: options are checked, the model resolved (a
@@ -526,7 +550,11 @@ async def run_talk(config: TalkConfig, io: TalkIO, parts: TalkParts | None = Non
         return Counters(drops=drops + extra.get("drops", 0), underruns=extra.get("underruns", 0))
 
     display = LiveDisplay(
-        io.stdout, io.stderr, show_live=io.stderr_tty and not config.quiet, stdout_tty=io.stdout_tty
+        io.stdout,
+        io.stderr,
+        show_live=io.stderr_tty and not config.quiet,
+        stdout_tty=io.stdout_tty,
+        keyboard=io.keyboard,
     )
     log = SessionLog(
         LogOptions(
@@ -560,9 +588,18 @@ async def run_talk(config: TalkConfig, io: TalkIO, parts: TalkParts | None = Non
         Actor(
             "inference",
             functools.partial(
-                inference_actor, factory, frames_rx, out_tx, events_tx, record_tx,
-                realtime=config.realtime, max_frames=config.max_frames, stats=stats, log=log,
-                model_name=model_name, on_done=source_scope.cancel,
+                inference_actor,
+                factory,
+                frames_rx,
+                out_tx,
+                events_tx,
+                record_tx,
+                realtime=config.realtime,
+                max_frames=config.max_frames,
+                stats=stats,
+                log=log,
+                model_name=model_name,
+                on_done=source_scope.cancel,
                 worker_factory=parts.worker_factory,
             ),
             start=True,
@@ -593,9 +630,15 @@ async def run_talk(config: TalkConfig, io: TalkIO, parts: TalkParts | None = Non
                 with contextlib.suppress(OSError):
                     path.unlink()
         _drain(events_rx, log)
-        summary = log.finish(reason, {"model": model_name, "persona": persona.name,
-                                       "seed": stats.seed,
-                                       "load_seconds": round(stats.load_seconds, 3)})
+        summary = log.finish(
+            reason,
+            {
+                "model": model_name,
+                "persona": persona.name,
+                "seed": stats.seed,
+                "load_seconds": round(stats.load_seconds, 3),
+            },
+        )
     return summary
 
 
@@ -624,7 +667,10 @@ def _plan_source_file(
 
 
 def _plan_sink(
-    config: TalkConfig, parts: TalkParts, opened: list[Any], created: list[Path],
+    config: TalkConfig,
+    parts: TalkParts,
+    opened: list[Any],
+    created: list[Path],
     extra: dict[str, Any],
 ) -> Callable[..., Any]:
     """The sink actor: an output file (created now) or the speaker (resolved now)."""

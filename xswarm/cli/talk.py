@@ -6,6 +6,7 @@ inside the command body, so ``xswarm --help`` stays fast.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -31,20 +32,58 @@ Examples:
 
 @app.command(help=TALK_HELP, no_args_is_help=False)
 def talk(
-    persona: str = typer.Option(None, "--persona", "-p", help="Who the assistant is (xswarm personas list). [default: jarvis, or XSWARM_PERSONA]"),
-    model: str = typer.Option(None, "--model", "-m", help="A Moshi model name (xswarm models list) or a directory. [default: the persona's]"),
-    input_device: str = typer.Option(None, "--input-device", help="Microphone: index or part of its name (xswarm devices)."),
-    output_device: str = typer.Option(None, "--output-device", help="Speaker: index or part of its name."),
-    input: str = typer.Option(None, "--input", "-i", help="Read the user's side from an audio file ('-': stdin) instead of the mic."),
-    output: str = typer.Option(None, "--output", "-o", help="Write the assistant's audio to a file ('-': WAV on stdout) instead of the speaker."),
-    record: str = typer.Option(None, "--record", help="Also write the session as a stereo file: left you, right the assistant."),
+    persona: str = typer.Option(
+        None,
+        "--persona",
+        "-p",
+        help="Who the assistant is (xswarm personas list). [default: jarvis, or XSWARM_PERSONA]",
+    ),
+    model: str = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="A Moshi model name (xswarm models list) or a directory. [default: the persona's]",
+    ),
+    input_device: str = typer.Option(
+        None, "--input-device", help="Microphone: index or part of its name (xswarm devices)."
+    ),
+    output_device: str = typer.Option(
+        None, "--output-device", help="Speaker: index or part of its name."
+    ),
+    input: str = typer.Option(
+        None,
+        "--input",
+        "-i",
+        help="Read the user's side from an audio file ('-': stdin) instead of the mic.",
+    ),
+    output: str = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Write the assistant's audio to a file ('-': WAV on stdout) instead of the speaker.",
+    ),
+    record: str = typer.Option(
+        None,
+        "--record",
+        help="Also write the session as a stereo file: left you, right the assistant.",
+    ),
     duration: float = typer.Option(None, "--duration", "-d", help="Stop after this many seconds."),
-    fast: bool = typer.Option(False, "--fast", help="With --input: run as fast as the model goes, not in real time."),
-    json_output: bool = typer.Option(False, "--json", help="JSON lines on stdout even on a terminal."),
-    log: Path = typer.Option(None, "--log", help="Write a JSON-lines event log (load, every frame, warnings) to FILE."),
-    trace: Path = typer.Option(None, "--trace", help="Write a Chrome/Perfetto trace of per-frame spans to FILE."),
+    fast: bool = typer.Option(
+        False, "--fast", help="With --input: run as fast as the model goes, not in real time."
+    ),
+    json_output: bool = typer.Option(
+        False, "--json", help="JSON lines on stdout even on a terminal."
+    ),
+    log: str = typer.Option(
+        None, "--log", help="Write a JSON-lines event log (load, every frame, warnings) to FILE."
+    ),
+    trace: str = typer.Option(
+        None, "--trace", help="Write a Chrome/Perfetto trace of per-frame spans to FILE."
+    ),
     seed: int = typer.Option(None, "--seed", help="Sampling seed, to replay a session exactly."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No status line, no messages on stderr (errors still)."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No status line, no messages on stderr (errors still)."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
 ) -> None:
     env.debug = env.debug or debug
@@ -66,8 +105,8 @@ def talk(
             seed=seed,
             json=json_output,
             quiet=quiet,
-            log_path=log,
-            trace_path=trace,
+            log_path=Path(log) if log else None,
+            trace_path=Path(trace) if trace else None,
         )
         io = TalkIO(
             stdout=env.stdout,
@@ -75,5 +114,6 @@ def talk(
             stdout_tty=env.stdout_isatty,
             stderr_tty=env.stderr_isatty,
             color=env.color,
+            keyboard=sys.stdin,
         )
         trio.run(run_talk, config, io)
