@@ -143,8 +143,12 @@ def _resolve_generated(spec: ModelSpec, *, generate: bool) -> ResolvedModel:
                 f"model {spec.name} is not generated yet (about {spec.approx_bytes / 1e9:.1f} GB "
                 f"of random weights): run `{spec.pull_command}`"
             )
+        import shutil
+
         from xswarm.models.tiny import generate as generate_model
 
+        if directory.is_dir() and not directory.is_symlink():
+            shutil.rmtree(directory, ignore_errors=True)  # a leftover without its config
         generate_model(spec.name, directory)
     return resolve_directory(directory, spec=spec)
 
@@ -240,13 +244,12 @@ def resolve_directory(
         )
     missing = [n for n in (lm_name, codec_name, tok_name) if not (directory / n).is_file()]
     if missing:
-        fix = (
-            f"run `{spec.pull_command}`"
-            if spec.repo is not None or spec.generated
-            else "copy them there or point --model at a complete checkpoint"
-        )
         if spec.generated:
-            fix = f"delete {directory} to regenerate it"
+            fix = f"delete {directory} to generate it again"
+        elif spec.repo is not None:
+            fix = f"run `{spec.pull_command}`"
+        else:
+            fix = "copy them there or point --model at a complete checkpoint"
         raise ModelError(
             f"model {spec.name} is incomplete: missing {', '.join(missing)} in {directory}: {fix}"
         )
