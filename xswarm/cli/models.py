@@ -45,9 +45,9 @@ def list_command(
     machine. Sizes are approximate.
     """
     with command_errors():
-        from xswarm.models import REGISTRY, status
+        from xswarm.models import list_models
 
-        rows = [status(spec) for spec in REGISTRY.values()]
+        rows = list_models()
         if json_output:
             emit_json([row.to_json() for row in rows])
             return

@@ -26,7 +26,14 @@ from xswarm.models.registry import (
     get_spec,
     model_names,
 )
-from xswarm.models.resolve import ModelStatus, ResolvedModel, generated_dir, resolve, status
+from xswarm.models.resolve import (
+    ModelStatus,
+    ResolvedModel,
+    generated_dir,
+    list_models,
+    resolve,
+    status,
+)
 
 if TYPE_CHECKING:
     from xswarm.models.load import (
@@ -63,6 +70,7 @@ __all__ = [
     "RustMimiCodec",
     "generated_dir",
     "get_spec",
+    "list_models",
     "load_codec",
     "load_lm",
     "load_text_tokenizer",

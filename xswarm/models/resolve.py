@@ -359,3 +359,10 @@ def status(spec: ModelSpec) -> ModelStatus:
         repo=spec.repo,
         description=spec.description,
     )
+
+
+def list_models() -> list[ModelStatus]:
+    """:func:`status` of every registered model, in registry order (no network, no generation)."""
+    from xswarm.models.registry import REGISTRY
+
+    return [status(spec) for spec in REGISTRY.values()]
