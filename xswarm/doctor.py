@@ -134,11 +134,15 @@ def check_models() -> Check:
         f"cache {paths.cache_dir()}; cached: {', '.join(cached) if cached else 'none'}"
     )
     real = [m for m in models if m.cached and not m.name.startswith(("tiny-", "random-"))]
+    from xswarm.models.registry import DEFAULT_MODEL
+
     return Check(
         "models",
         bool(real),
         detail,
-        fix="" if real else "xswarm models pull moshiko-q8 (tiny-random works offline for trying)",
+        fix=""
+        if real
+        else f"xswarm models pull {DEFAULT_MODEL} (tiny-random works offline for trying)",
         data={"cache": str(paths.cache_dir()), "cached": cached},
     )
 

@@ -6,6 +6,14 @@ import typer
 
 from xswarm.cli._app import app, command_errors, emit_json, env
 
+# How each check's line starts, by (ok, core): a failed core part is fatal.
+MARKS = {
+    (True, True): "[green]ok[/]  ",
+    (True, False): "[green]ok[/]  ",
+    (False, True): "[red]FAIL[/]",
+    (False, False): "[yellow]warn[/]",
+}
+
 EXAMPLES = """
 Examples:
 
@@ -32,7 +40,7 @@ def doctor(
         else:
             console = env.console(stderr=False)
             for c in checks:
-                mark = "[green]ok[/]  " if c.ok else ("[red]FAIL[/]" if c.core else "[yellow]warn[/]")
+                mark = MARKS[(c.ok, c.core)]
                 console.print(f"{mark} [bold]{c.name}[/]: {c.detail}")
                 if not c.ok and c.fix:
                     console.print(f"       fix: {c.fix}")
