@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -15,6 +16,7 @@ import soundfile as sf
 
 from tests.cli_helpers import run_xswarm
 from tests.speech import flite_speech, parse_srt, parse_vtt
+from xswarm.transcribe import TranscribeOptions, transcribe_files
 
 FORMATS = ("jsonl", "json", "txt", "srt", "vtt")
 
@@ -143,18 +145,49 @@ def parse(fmt: str, text: str, file: str) -> list[tuple[float, float, str]]:
     return [(0.0, 0.0, line) for line in text.splitlines()]
 
 
-def test_tiny_random_stt_every_format(speech, tiny_home, tmp_path: Path) -> None:
-    other = tmp_path / "other.flac"
+@pytest.fixture(scope="module")
+def tiny_engine(tiny_home):
+    """tiny-random-stt loaded once in this process (batch 3), for the many-format runs."""
+    from xswarm.stt.kyutai import load_kyutai_engine
+
+    previous = os.environ.get("XSWARM_HOME")
+    os.environ["XSWARM_HOME"] = tiny_home["XSWARM_HOME"]
+    try:
+        return load_kyutai_engine("tiny-random-stt", batch_size=3)
+    finally:
+        if previous is None:
+            del os.environ["XSWARM_HOME"]
+        else:
+            os.environ["XSWARM_HOME"] = previous
+
+
+def run_in_process(engine, paths: list[str], fmt: str, **options) -> str:
+    out = io.StringIO()
+    failures = transcribe_files(
+        paths, engine, TranscribeOptions(format=fmt, **options), stdout=out,
+        report=lambda e: pytest.fail(e.message),
+    )
+    assert failures == 0
+    return out.getvalue()
+
+
+def test_tiny_random_stt_every_format(speech, tiny_home, tiny_engine, tmp_path: Path) -> None:
+    # short inputs: the tiny model costs ~20 ms a step whatever the audio says
     audio, rate = sf.read(speech.path, dtype="float32")
-    sf.write(other, np.concatenate([audio, audio]), rate)
-    inputs = [str(speech.path), str(other)]
-    durations = [speech.duration, 2 * len(audio) / rate]
+    short = tmp_path / "window.wav"
+    sf.write(short, audio[rate : 2 * rate], rate)
+    other = tmp_path / "other.flac"
+    sf.write(other, audio[rate // 2 : 2 * rate], rate)
+    inputs = [str(short), str(other)]
+    durations = [1.0, 1.5]
+    # the command line with the real model path, once
+    result = run_xswarm("transcribe", "-m", "tiny-random-stt", *inputs, env=tiny_home)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == run_in_process(tiny_engine, inputs, "jsonl")
     words_by_format = {}
     for fmt in FORMATS:
         out = tmp_path / fmt
-        result = run_xswarm("transcribe", "-m", "tiny-random-stt", "--format", fmt,
-                            "--output-dir", str(out), *inputs, env=tiny_home)
-        assert result.returncode == 0, result.stderr
+        run_in_process(tiny_engine, inputs, fmt, output_dir=out)
         assert sorted(p.name for p in out.iterdir()) == sorted(
             [f"window.{fmt}", f"other.{fmt}"])
         for path, duration in zip(inputs, durations, strict=True):
@@ -172,18 +205,18 @@ def test_tiny_random_stt_every_format(speech, tiny_home, tmp_path: Path) -> None
             assert per_format[fmt] == per_format["jsonl"], (path, fmt)
 
 
-def test_tiny_random_stt_batch_equals_single_runs(speech, tiny_home, tmp_path: Path) -> None:
+def test_tiny_random_stt_batch_equals_single_runs(speech, tiny_engine, tmp_path: Path) -> None:
     audio, rate = sf.read(speech.path, dtype="float32")
     paths = []
     for i in range(3):
         path = tmp_path / f"in{i}.wav"
-        sf.write(path, audio[: len(audio) * (i + 2) // 4], rate)
+        sf.write(path, audio[rate : rate + rate * (i + 2) // 4], rate)
         paths.append(str(path))
-    batched = run_xswarm("transcribe", "-m", "tiny-random-stt", "--words", "-b", "3", *paths,
-                         env=tiny_home)
-    assert batched.returncode == 0, batched.stderr
-    single = "".join(
-        run_xswarm("transcribe", "-m", "tiny-random-stt", "--words", "-b", "1", p,
-                   env=tiny_home).stdout for p in paths
-    )
-    assert batched.stdout == single and batched.stdout
+    assert tiny_engine.batch_size == 3
+    batched = run_in_process(tiny_engine, paths, "jsonl", words=True)
+    tiny_engine.batch_size = 1
+    try:
+        single = "".join(run_in_process(tiny_engine, [p], "jsonl", words=True) for p in paths)
+    finally:
+        tiny_engine.batch_size = 3
+    assert batched == single and batched
