@@ -277,7 +277,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000.0, 2)
+    return None if seconds is None else round(seconds * 1000.0, 3)
 
 
 @dataclass
@@ -425,6 +425,7 @@ class SessionLog:
                     "t": self._t(report.t_capture),
                     "wait_ms": _ms(report.t_start - report.t_capture),
                     "step_ms": _ms(report.step_seconds),
+                "engine_ms": _ms(report.engine_seconds),
                     "latency_ms": _ms(report.latency_seconds),
                     **{f"{name}_ms": _ms(sec) for name, sec in report.stages},
                     "mic_db": round(level_db(report.mic_rms), 1),
@@ -519,7 +520,7 @@ class SessionLog:
         self.display.print_err_line(text)
 
     def _t(self, t: float) -> float:
-        return round(t - (self.t0 if self.t0 is not None else t), 3)
+        return round(t - (self.t0 if self.t0 is not None else t), 6)  # µs: spans are sub-ms
 
     # -- the end ----------------------------------------------------------------
 
