@@ -291,3 +291,64 @@ def test_kyutai_rejects_a_model_that_is_not_stt() -> None:
 
 def test_word_type_is_shared() -> None:
     assert Word(0.0, 1.0, "a") == Word(0.0, 1.0, "a")
+
+
+# --- pacing, progress, output files ---------------------------------------------------------
+
+
+def test_realtime_pacing_releases_frames_at_80_ms(monkeypatch: pytest.MonkeyPatch) -> None:
+    import xswarm.transcribe as module
+
+    clock = [100.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(module.time, "sleep", sleep)
+    released = []
+    for _frame in module._paced(iter([np.zeros(1920, np.float32)] * 5)):
+        released.append(clock[0])
+        clock[0] += 0.01  # the consumer's own work
+    assert released == pytest.approx([100.0, 100.08, 100.16, 100.24, 100.32])
+    assert all(s > 0 for s in sleeps)
+
+
+def test_rich_progress_shows_real_time_factor() -> None:
+    from rich.console import Console
+
+    from xswarm.transcribe import RichProgress
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
+    with RichProgress(console, total=10.0, files=2) as progress:
+        progress.start_file(0, "a.wav", 4.0)
+        progress.advance(0, 2.0)
+        progress._bars.refresh()
+        progress.end_file(0)
+    shown = out.getvalue()
+    assert "a.wav" in shown and "x real time" in shown and "total (2 files)" in shown
+
+
+def test_output_dir_keeps_no_partial_file_on_interrupt(
+    sphinx: SphinxEngine, spoken: list, tmp_path: Path
+) -> None:
+    class Interrupting:
+        name, batch_size = "boom", 1
+
+        def transcribe(self, streams):
+            yield WordEvent(streams[0].index, Word(0.0, 0.1, "hi"))
+            raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        transcribe_files([str(spoken[0].path)], Interrupting(),
+                         TranscribeOptions(format="srt", output_dir=out),
+                         stdout=io.StringIO(), report=pytest.fail)
+    assert list(out.iterdir()) == []
+    transcribe_files([str(spoken[0].path)], sphinx,
+                     TranscribeOptions(format="srt", output_dir=out),
+                     stdout=io.StringIO(), report=pytest.fail)
+    assert [p.name for p in out.iterdir()] == ["s00.srt"]

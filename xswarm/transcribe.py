@@ -10,7 +10,9 @@ Bad inputs never stop the run: a file that cannot be opened, or fails while
 decoding, gets one line on stderr naming it (through ``report``) and counts
 as a failure; every other file is still transcribed and its output is
 complete. :func:`transcribe_files` returns the number of failures, and the
-command exits 2 if there was any.
+command exits 2 if there was any. (An input that fails part-way may already
+have streamed some JSON lines to stdout; in ``--output-dir`` its file is
+removed.)
 
 Output goes to one file per input with ``output_dir`` (written to a temporary
 name and renamed when complete, removed if the input failed), or to stdout in
@@ -131,6 +133,24 @@ def transcribe_files(
         open_source = open_file
     progress = progress or NoProgress()
     output = _Output(stdout, options, count=len(paths))
+    try:
+        failures = _loop(paths, engine, options, output, progress, report, open_source)
+    except BaseException:
+        output.abort()  # Ctrl-C, a closed pipe, an engine error: no half-written files left
+        raise
+    output.close()
+    return failures
+
+
+def _loop(
+    paths: Sequence[str],
+    engine: SttEngine,
+    options: TranscribeOptions,
+    output: _Output,
+    progress: Progress,
+    report: Callable[[XswarmError], None],
+    open_source: Callable[[str], AudioSource],
+) -> int:
     failures = 0
     queue = list(enumerate(paths))
     while queue:
@@ -155,7 +175,6 @@ def transcribe_files(
                 )
             if streams:
                 failures += _run(engine, streams, output, progress, report)
-    output.close()
     return failures
 
 
@@ -252,7 +271,7 @@ class _Output:
         self._count = count
         self._writers: dict[int, Writer] = {}
         self._lanes: dict[int, _Lane] = {}
-        self._files: dict[int, tuple[Path, Path]] = {}  # --output-dir: (temporary, final)
+        self._files: dict[int, tuple[Path, Path, TextIO]] = {}  # --output-dir: temp, final, file
         self._done: dict[int, bool] = {}  # index -> output complete (False: failed/skipped)
         self._head = 0  # the first input whose output is not yet all on stdout
         self._begun = 0
@@ -269,7 +288,7 @@ class _Output:
             final = options.output_dir / output_name(path, options.format)
             temporary = final.with_name(f".{final.name}.partial")
             stream = temporary.open("w", encoding="utf-8")
-            self._files[index] = (temporary, final)
+            self._files[index] = (temporary, final, stream)
         else:
             header = ""
             if self._count > 1 and options.format in ("txt", PRETTY):
@@ -290,7 +309,8 @@ class _Output:
         if lane is not None:
             lane.write("")  # a silent input still shows its header
         if index in self._files:
-            temporary, final = self._files.pop(index)
+            temporary, final, stream = self._files.pop(index)
+            stream.close()
             os.replace(temporary, final)
         self._finish(index, complete=True)
 
@@ -298,7 +318,8 @@ class _Output:
         self._writers.pop(index, None)
         self._lanes.pop(index, None)
         if index in self._files:
-            temporary, _ = self._files.pop(index)
+            temporary, _, stream = self._files.pop(index)
+            stream.close()
             with contextlib.suppress(OSError):
                 temporary.unlink()
         self._finish(index, complete=False)
@@ -321,6 +342,14 @@ class _Output:
             if following is not None and not self._json_array:
                 following.go_live()  # still running: stream it from now on
         self._stdout.flush()
+
+    def abort(self) -> None:
+        """Remove the ``--output-dir`` files still being written."""
+        for temporary, _, stream in self._files.values():
+            stream.close()
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+        self._files.clear()
 
     def close(self) -> None:
         if self._json_array:
