@@ -36,7 +36,10 @@ is always exactly one frame per input frame and playback runs at a steady rate.
 
 No conversation length cap: see :meth:`MoshiEngine._roll` and
 :func:`window_cache` for how the engine carries on past ``LmGen``'s
-``max_steps`` buffer and the transformer's context.
+``max_steps`` buffer and the transformer's context. Neither is a restart: the
+output is what an endless buffer would give (no seam to hear), and the model
+keeps remembering the last ``context`` frames (3000, four minutes, for the
+published models) as it was trained to, however long the conversation runs.
 """
 
 from __future__ import annotations
