@@ -7,6 +7,7 @@ the right exit code, no traceback, and complete output files.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -109,6 +110,39 @@ def test_same_seed_same_session(tmp_path: Path, model_home: dict[str, str]) -> N
         assert result.returncode == 0, result.stderr
         outputs.append(sf.read(tmp_path / f"out{run}.wav")[0])
     np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_output_to_stdout_is_a_wav_and_the_transcript_moves_to_stderr(
+    tmp_path: Path, model_home: dict[str, str]
+) -> None:
+    samples = write_tone(tmp_path / "in.wav", 1.0)
+    result = subprocess.run(
+        [sys.executable, "-m", "xswarm", "talk", "--model", MODEL, "--input", "-", "--output", "-",
+         "--fast"],
+        env=model_home, input=(tmp_path / "in.wav").read_bytes(), capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    audio, rate = sf.read(io.BytesIO(result.stdout), dtype="float32")
+    assert rate == SAMPLE_RATE and abs(len(audio) - samples) < FRAME_SAMPLES
+    stderr = result.stderr.decode()
+    assert '"type": "summary"' in stderr  # JSON lines: stderr is not a terminal here
+
+
+def test_bad_log_path_fails_before_the_load_and_leaves_no_output(
+    tmp_path: Path, model_home: dict[str, str]
+) -> None:
+    write_tone(tmp_path / "in.wav", 1.0)
+    result = run_xswarm(
+        "talk", "--model", MODEL, "--input", str(tmp_path / "in.wav"),
+        "--output", str(tmp_path / "out.wav"), "--log", str(tmp_path / "no" / "log.jsonl"),
+        env=model_home,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert (
+        result.stderr == f"xswarm: error: --log {tmp_path}/no/log.jsonl: cannot write "
+        "(No such file or directory); check the path\n"
+    )
+    assert not (tmp_path / "out.wav").exists()
 
 
 def _start_talk(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -233,6 +267,7 @@ def test_no_portaudio_names_the_fix(model_home: dict[str, str]) -> None:
         (["--duration", "-3", "--input", "x.wav"], "--duration must be more than 0"),
         (["--model", "/no/such/model-dir"], "/no/such/model-dir"),
         (["--model", "stt-1b-en_fr-mlx-nope"], "stt-1b-en_fr-mlx-nope"),
+        (["--seed", "-1"], "--seed must be between 0 and 2**64 - 1, got -1"),
         (["--model", "tiny-random-stt"], "'tiny-random-stt' is not a Moshi model"),
     ],
 )

@@ -184,12 +184,23 @@ class AssistantWords:
 # -- output files ---------------------------------------------------------------
 
 
+def _create(path: Path, option: str) -> IO[str]:
+    """Open ``path`` for writing, or raise :class:`UsageError` naming the option and the fix."""
+    from xswarm.errors import UsageError
+
+    try:
+        return Path(path).open("w", encoding="utf-8")
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UsageError(f"{option} {path}: cannot write ({reason}); check the path") from None
+
+
 class EventLog:
     """``--log FILE``: one JSON object per line, flushed per line so a crash loses nothing."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file: IO[str] | None = Path(path).open("w", encoding="utf-8")  # noqa: SIM115
+        self._file: IO[str] | None = _create(path, "--log")
 
     def write(self, obj: dict[str, Any]) -> None:
         if self._file is not None:
@@ -212,7 +223,7 @@ class TraceFile:
     def __init__(self, path: Path, t0: float) -> None:
         self.path = path
         self.t0 = t0
-        self._file: IO[str] | None = Path(path).open("w", encoding="utf-8")  # noqa: SIM115
+        self._file: IO[str] | None = _create(path, "--trace")
         self._file.write('{"displayTimeUnit":"ms","traceEvents":[\n')
         self._first = True
         self._emit({"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "xswarm talk"}})
@@ -425,7 +436,7 @@ class SessionLog:
                     "t": self._t(report.t_capture),
                     "wait_ms": _ms(report.t_start - report.t_capture),
                     "step_ms": _ms(report.step_seconds),
-                "engine_ms": _ms(report.engine_seconds),
+                    "engine_ms": _ms(report.engine_seconds),
                     "latency_ms": _ms(report.latency_seconds),
                     **{f"{name}_ms": _ms(sec) for name, sec in report.stages},
                     "mic_db": round(level_db(report.mic_rms), 1),

@@ -108,6 +108,8 @@ class TalkConfig:
             raise UsageError("--input FILE and --input-device DEV both name the input; pick one")
         if self.output_path is not None and self.output_device is not None:
             raise UsageError("--output FILE and --output-device DEV both name the output; pick one")
+        if self.seed is not None and not 0 <= self.seed < 2**64:
+            raise UsageError(f"--seed must be between 0 and 2**64 - 1, got {self.seed}")
         if self.duration is not None and not self.duration > 0:
             raise UsageError(f"--duration must be more than 0 seconds, got {self.duration}")
         if self.output_path == "-" and self.input_path == "-":
@@ -505,74 +507,91 @@ async def run_talk(
 
     # 1. Who talks, and with which model: persona and model errors come first, in a moment.
     persona = load_talk_persona(config.persona)
-    source_run = _plan_source_file(config, parts, opened)  # an input file is checked here
-    factory = parts.engine_factory
-    model_name = parts.model_name or config.model or persona.model
-    if factory is None:
-        from xswarm.models import resolve
+    try:
+        source_run = _plan_source_file(config, parts, opened)  # an input file is checked here
+        factory = parts.engine_factory
+        model_name = parts.model_name or config.model or persona.model
+        if factory is None:
+            from xswarm.models import resolve
 
-        resolved = resolve(model_name)
-        if getattr(resolved, "kind", "moshi") != "moshi":
-            raise UsageError(
-                f"model {model_name!r} is not a Moshi model (it is a {resolved.kind} model); "
-                "talk needs a Moshi model "
-                f"such as {DEFAULT_MODEL} or tiny-random (see xswarm models list)"
+            resolved = resolve(model_name)
+            if getattr(resolved, "kind", "moshi") != "moshi":
+                raise UsageError(
+                    f"model {model_name!r} is not a Moshi model (it is a {resolved.kind} model); "
+                    "talk needs a Moshi model "
+                    f"such as {DEFAULT_MODEL} or tiny-random (see xswarm models list)"
+                )
+            model_name = getattr(resolved, "name", None) or model_name
+            factory = moshi_engine_factory(
+                resolved, persona.sampling(config.seed), persona.greeting
             )
-        model_name = getattr(resolved, "name", None) or model_name
-        factory = moshi_engine_factory(resolved, persona.sampling(config.seed), persona.greeting)
 
-    # 2. Outputs: files created now (a bad path fails before the slow load), devices resolved
-    # (listed and chosen, not opened: that happens once the model is loaded).
-    if source_run is None:
-        source_run = _mic_source(config, extra)
-    sink_run = _plan_sink(config, parts, opened, created, extra)
-    live_devices = extra
+        # 2. Outputs: files created now (a bad path fails before the slow load), devices resolved
+        # (listed and chosen, not opened: that happens once the model is loaded).
+        if source_run is None:
+            source_run = _mic_source(config, extra)
+        sink_run = _plan_sink(config, parts, opened, created, extra)
+        live_devices = extra
 
-    session = Session()
-    frames_tx, frames_rx = session.open_channel("frames", FRAMES_CAPACITY, overflow=overflow)
-    out_tx, out_rx = session.open_channel("output", OUTPUT_CAPACITY, overflow=overflow)
-    events_tx, events_rx = session.open_channel("events", EVENTS_CAPACITY, overflow=overflow)
-    record_tx = record_rx = None
-    record_sink = None
-    if config.record_path is not None:
-        from xswarm.audio.files import open_sink
+        session = Session()
+        frames_tx, frames_rx = session.open_channel("frames", FRAMES_CAPACITY, overflow=overflow)
+        out_tx, out_rx = session.open_channel("output", OUTPUT_CAPACITY, overflow=overflow)
+        events_tx, events_rx = session.open_channel("events", EVENTS_CAPACITY, overflow=overflow)
+        record_tx = record_rx = None
+        record_sink = None
+        if config.record_path is not None:
+            from xswarm.audio.files import open_sink
 
-        record_sink = open_sink(config.record_path, channels=2)
-        opened.append(record_sink)
-        created.append(Path(config.record_path))
-        record_tx, record_rx = session.open_channel("record", RECORD_CAPACITY, overflow=overflow)
+            record_sink = open_sink(config.record_path, channels=2)
+            opened.append(record_sink)
+            created.append(Path(config.record_path))
+            record_tx, record_rx = session.open_channel(
+                "record", RECORD_CAPACITY, overflow=overflow
+            )
 
-    sink_stats = live_devices.get("sink_stats", lambda: {})
+        sink_stats = live_devices.get("sink_stats", lambda: {})
 
-    def counters() -> Counters:
-        drops = sum(stats.dropped for stats in session.channel_metrics() if stats.name != "events")
-        extra = {**sink_stats(), **parts.counters()}
-        return Counters(drops=drops + extra.get("drops", 0), underruns=extra.get("underruns", 0))
+        def counters() -> Counters:
+            drops = sum(
+                stats.dropped for stats in session.channel_metrics() if stats.name != "events"
+            )
+            extra = {**sink_stats(), **parts.counters()}
+            return Counters(
+                drops=drops + extra.get("drops", 0), underruns=extra.get("underruns", 0)
+            )
 
-    display = LiveDisplay(
-        io.stdout,
-        io.stderr,
-        show_live=io.stderr_tty and not config.quiet,
-        stdout_tty=io.stdout_tty,
-        keyboard=io.keyboard,
-    )
-    log = SessionLog(
-        LogOptions(
-            json=config.json or not io.stdout_tty,
-            quiet=config.quiet,
-            live=io.stderr_tty,
-            color=io.color,
-            realtime=config.realtime,
-            speaker_label=persona.label,
-            speaker_color=persona.sgr(io.color),
-        ),
-        display,
-        io.stderr,
-        AssistantWords(),
-        counters=counters,
-        log_path=config.log_path,
-        trace_path=config.trace_path,
-    )
+        # With --output - the audio owns stdout: the transcript goes to stderr instead.
+        audio_on_stdout = config.output_path == "-"
+        text_out = io.stderr if audio_on_stdout else io.stdout
+        text_tty = io.stderr_tty if audio_on_stdout else io.stdout_tty
+        display = LiveDisplay(
+            text_out,
+            io.stderr,
+            show_live=io.stderr_tty and not config.quiet,
+            stdout_tty=text_tty,
+            keyboard=io.keyboard,
+        )
+        log = SessionLog(
+            LogOptions(
+                json=config.json or not text_tty,
+                quiet=config.quiet,
+                live=io.stderr_tty,
+                color=io.color,
+                realtime=config.realtime,
+                speaker_label=persona.label,
+                speaker_color=persona.sgr(io.color),
+            ),
+            display,
+            io.stderr,
+            AssistantWords(),
+            counters=counters,
+            log_path=config.log_path,
+            trace_path=config.trace_path,
+        )
+    except BaseException:
+        _discard(opened, created)
+        raise
+
     stats = InferenceStats()
     source_scope = trio.CancelScope()
 
@@ -622,13 +641,9 @@ async def run_talk(
         reason = "failed"
         raise
     finally:
-        for thing in opened:  # sinks the actors never got to close (a failed load)
-            with contextlib.suppress(Exception):
-                thing.close()
-        if log.t_ready is None:  # never became ready: leave no empty output files behind
-            for path in created:
-                with contextlib.suppress(OSError):
-                    path.unlink()
+        # Files the actors never got to close (a failed load); if the session never
+        # became ready, the output files it created are empty: remove them.
+        _discard(opened, created if log.t_ready is None else [])
         _drain(events_rx, log)
         summary = log.finish(
             reason,
@@ -640,6 +655,16 @@ async def run_talk(
             },
         )
     return summary
+
+
+def _discard(opened: list[Any], created: list[Path]) -> None:
+    """Close what was opened (idempotent closes) and remove ``created`` files."""
+    for thing in opened:
+        with contextlib.suppress(Exception):
+            thing.close()
+    for path in created:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def _drain(events: Receiver[Any], log: SessionLog) -> None:
