@@ -345,6 +345,20 @@ def test_tiny_codec_round_trips_the_published_naming() -> None:
     assert state["decoder.model.2.convtr.convtr.weight"].shape == (64, 32, 16)
 
 
+def test_full_size_mimi_naming_is_the_published_one() -> None:
+    # tests/data/mimi_pytorch_manifest.json comes from PyTorch moshi (tools/mimi_manifest.py):
+    # the generated full-size codec must have exactly its names and shapes, which is
+    # what rustymimi and load_pytorch_weights read in the published file.
+    from moshi_mlx.models.mimi import mimi_202407
+
+    manifest = json.loads(
+        (Path(__file__).parent / "data" / "mimi_pytorch_manifest.json").read_text()
+    )
+    ours = {k: list(v.shape) for k, v in pytorch_state_from_mlx(Mimi(mimi_202407(32))).items()}
+    assert len(manifest) == 318
+    assert ours == manifest
+
+
 def test_tiny_codec_file_loads_with_load_pytorch_weights(tmp_path: Path) -> None:
     mx.random.seed(3)
     config = tiny_mimi_config()
