@@ -11,7 +11,9 @@ import contextlib
 import io
 import itertools
 import json
+import os
 import re
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -249,6 +251,45 @@ async def test_model_error_during_load_opens_no_device(tmp_path: Path) -> None:
     with trio.fail_after(10), pytest.raises(ModelError, match="truncated file"):
         await run_talk(TalkConfig(), talk_io, p)
     assert opened == []
+
+
+async def test_ctrl_c_during_a_long_load_stops_within_a_second(tmp_path: Path) -> None:
+    from xswarm.errors import Interrupted
+    from xswarm.inference.worker import open_mlx_worker
+
+    reports: list[int] = []
+
+    def slow_load(progress: Callable[[int, int], None]) -> FakeEngine:
+        for done in range(100):  # a 10 s load, reporting progress every 0.1 s
+            progress(done, 100)
+            reports.append(done)
+            time.sleep(0.1)
+        return FakeEngine()
+
+    write_noise(tmp_path / "in.wav", 1.0)
+    config = TalkConfig(input_path=str(tmp_path / "in.wav"), output_path=str(tmp_path / "o.wav"))
+    talk_io, out, err = make_io(tty=False)
+    talk_io.stderr_tty = True  # the load bar is drawn
+    p = TalkParts(engine_factory=slow_load, model_name="big", worker_factory=open_mlx_worker)
+    before = set(threading.enumerate())
+
+    async def interrupt() -> None:
+        await trio.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(interrupt)
+            started = time.monotonic()
+            with pytest.raises(Interrupted):
+                await run_talk(config, talk_io, p)
+            elapsed = time.monotonic() - started
+    assert 0.5 < elapsed < 1.0
+    assert len(reports) < 10  # the load stopped, not just abandoned
+    assert set(threading.enumerate()) <= before  # the MLX thread is gone
+    assert not (tmp_path / "o.wav").exists()  # never ready: no empty output left behind
+    assert "loading big" in err.getvalue() and "%" in err.getvalue()
+    assert json_lines(out.getvalue())[-1]["reason"] == "interrupted"
 
 
 async def test_pretty_transcript_on_a_terminal(tmp_path: Path) -> None:

@@ -228,19 +228,33 @@ class RecordFrame:
     assistant: np.ndarray
 
 
+class LoadAborted(Exception):
+    """Raised inside the loader (from its progress callback) when the session was cancelled."""
+
+
 @dataclass
 class LoadProgress:
     """Written by the loader on the MLX thread, read by the progress bar on the Trio thread.
 
     Plain attribute writes of ints are atomic under the GIL; a torn read only
-    shows a bar one step behind.
+    shows a bar one step behind. It is also how a load is stopped: an MLX call
+    cannot be interrupted, and the worker waits for a running call before its
+    thread can be joined, so a Ctrl-C during a 10 GB load would wait for the
+    whole load. After :meth:`abort`, the loader's next progress report raises
+    :class:`LoadAborted` and the load ends within one tensor.
     """
 
     done: int = 0
     total: int = 0
+    aborted: bool = False
+
+    def abort(self) -> None:
+        self.aborted = True
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Accept ``(done, total)`` positionally or by keyword (the loader's callback)."""
+        if self.aborted:
+            raise LoadAborted("the session was cancelled during the model load")
         done = kwargs.get("done", args[0] if args else self.done)
         total = kwargs.get("total", args[1] if len(args) > 1 else self.total)
         with contextlib.suppress(TypeError, ValueError):
@@ -320,7 +334,11 @@ async def inference_actor(
             async with trio.open_nursery() as bar:
                 if log.options.live and not log.options.quiet:
                     bar.start_soon(_draw_progress, log, progress, f"loading {model_name}")
-                engine = await worker.run(factory, progress.update)
+                try:
+                    engine = await worker.run(factory, progress.update)
+                except trio.Cancelled:
+                    progress.abort()  # the abandoned load stops at its next progress report
+                    raise
                 bar.cancel_scope.cancel()
             log.display.clear_status()
             stats.load_seconds = time.monotonic() - t_load
