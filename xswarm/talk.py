@@ -15,6 +15,9 @@ DESIGN.md's graph, built here from a :class:`TalkConfig`::
 - The *sink* is the speaker actor (a jitter buffer that plays silence on
   underrun) or an aligned file writer.
 - The *logger* (:mod:`xswarm.log`) prints the transcript and the status line.
+- The *persona* (:mod:`xswarm.personas`) names the speaker and its colour,
+  gives its sampling and its default model, and its greeting is forced into
+  Moshi's text stream so the assistant speaks first.
 
 Channels between real-time actors drop the oldest item when full (counted:
 ``drops``); with ``--fast`` every channel blocks instead, so a file is
@@ -35,7 +38,7 @@ import functools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO
 
@@ -494,7 +497,6 @@ class TalkParts:
     handle_signals: bool = True
     source_actor: Callable[..., Any] | None = None  # async (sender) -> None: replaces mic/file
     sink_actor: Callable[..., Any] | None = None  # async (receiver) -> None: replaces speaker/file
-    counters: Callable[[], dict[str, int]] = field(default_factory=lambda: dict)
 
 
 async def run_talk(
@@ -502,10 +504,12 @@ async def run_talk(
 ) -> dict[str, Any]:
     """Run one conversation; return the summary record.
 
-    Order matters for the user: options are checked, the model resolved (a
-    missing one fails here, in a moment), input and output files opened (a
-    bad path fails before the slow load), then the model loaded on the MLX
-    thread, and only then are devices opened. Raises :class:`UsageError`,
+    Order matters for the user, so every mistake shows in a moment, before the
+    slow load: options are checked, the persona loaded, the input file opened,
+    the model resolved (missing weights), the output files created and the
+    devices chosen (listed, not opened); then the model loads on the MLX
+    thread, and only once it is ready are the devices opened. Files created
+    for a session that never became ready are removed. Raises :class:`UsageError`,
     :class:`~xswarm.errors.ModelError`, :class:`~xswarm.errors.AudioError`, or
     :class:`Interrupted` after a clean stop on a signal. The summary is written
     on every path (also before those are raised).
@@ -573,7 +577,7 @@ async def run_talk(
             drops = sum(
                 stats.dropped for stats in session.channel_metrics() if stats.name != "events"
             )
-            extra = {**sink_stats(), **parts.counters()}
+            extra = sink_stats()
             return Counters(
                 drops=drops + extra.get("drops", 0), underruns=extra.get("underruns", 0)
             )
@@ -670,6 +674,11 @@ async def run_talk(
                 "persona": persona.name,
                 "seed": stats.seed,
                 "load_seconds": round(stats.load_seconds, 3),
+                # Reports the logger could not take in time (a stalled stdout pipe):
+                # their words are missing from the transcript, so say so.
+                "events_dropped": sum(
+                    c.dropped for c in session.channel_metrics() if c.name == "events"
+                ),
             },
         )
     return summary
