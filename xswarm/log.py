@@ -14,6 +14,24 @@ and :class:`SessionLog` turns them into
   with one track per actor and one span per frame;
 - the metrics of the final summary (step time and latency percentiles).
 
+JSON lines on stdout (stable; every line has a ``type``)::
+
+    {"type": "status", "status": "ready", "message": "...", "model": "...", "seed": 7,
+     "load_seconds": 0.2}
+    {"type": "status", "status": "warning", "message": "...", "step_ms": 240.0, "frame_ms": 80.0}
+    {"type": "word", "speaker": "assistant", "start": 1.28, "end": 1.6, "text": "Hello"}
+    {"type": "summary", "reason": "end|duration|interrupted|failed", "duration": 12.4,
+     "frames": 155, "words": 31, "drops": 0, "underruns": 0, "step_ms_p50": 19.8,
+     "step_ms_p99": 27.1, "latency_ms_p50": 20.3, "latency_ms_p99": 28.0, "warnings": 0,
+     "model": "...", "persona": "jarvis", "seed": 7, "load_seconds": 0.2, "events_dropped": 0}
+
+Times are seconds from the first frame; ``latency`` runs from a mic frame's
+arrival to its answer frame being queued for playback. The ``--log`` file has
+the same records (each status with ``"t"``) plus one ``{"type": "frame"}``
+record per step: ``index``, ``t``, ``wait_ms``, ``step_ms`` (MLX-thread round
+trip), ``engine_ms`` (inside the step), ``latency_ms``, ``mic_db``,
+``assistant_db``, ``text`` (the step's piece), ``drops``, ``underruns``.
+
 Contract: :meth:`SessionLog.handle` is synchronous and cheap; :meth:`SessionLog.finish`
 must run on every exit path (the talk session calls it in ``finally``): it
 flushes the last word, writes the summary, closes both files so they are
