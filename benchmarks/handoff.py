@@ -158,6 +158,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per condition (default 10)")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     started_dir = None if pulse_answers() else start_pulse()
     try:
         import trio  # imported after the daemon is up: PortAudio lists devices at import
@@ -181,6 +182,7 @@ def main() -> None:
     result = {
         "benchmark": "handoff",
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
+        "load_average_1m_before": round(load_before, 2),  # other work on the machine skews tails
         "seconds_per_condition": args.seconds,
         "load": f"{LOAD_BLOCK_MS:g} ms busy every {LOAD_PERIOD_MS:g} ms",
         "idle_loop": idle,
