@@ -98,21 +98,26 @@ def generated_dir(name: str) -> Path:
 
 
 def _looks_like_path(value: str) -> bool:
+    """A path has a separator or a leading ``.``/``~``; a bare word is a path only
+    when it is no registered name and such a directory exists."""
+    from xswarm.models.registry import REGISTRY
+
     return (
         os.sep in value
         or (os.altsep is not None and os.altsep in value)
         or value.startswith((".", "~"))
-        or Path(value).is_dir()
+        or (value not in REGISTRY and Path(value).is_dir())
     )
 
 
 def resolve(name_or_path: str, *, pull: bool = False) -> ResolvedModel:
     """Resolve a registry name or a checkpoint directory to local files.
 
-    - A directory (contains a path separator, starts with ``.``/``~``, or
-      exists) is used as is: its ``config.json`` names the files, or, without
-      one, the moshiko MLX layout is assumed (``model[.q4|.q8].safetensors``,
-      the Mimi file, ``tokenizer_spm_32k_3.model``, 7B config).
+    - A directory (contains a path separator, starts with ``.``/``~``, or is
+      an existing directory that is not also a registered name) is used as
+      is: its ``config.json`` names the files, or, without one, the moshiko
+      MLX layout is assumed (``model[.q4|.q8].safetensors``, the Mimi file,
+      ``tokenizer_spm_32k_3.model``, 7B config).
     - A published name is looked up in the Hugging Face cache, local files
       only; with ``pull=True`` missing files are downloaded first.
     - ``tiny-random`` and ``tiny-random-stt`` are generated on first use; the

@@ -103,7 +103,9 @@ TINY_STT_CONFIG: Final[Mapping[str, Any]] = {
     "n_q": 32,
     "dep_q": 0,
     "delays": [0] * 33,
-    "extra_heads_num_heads": 4,  # end-of-turn heads, as stt-1b-en_fr's candle config has
+    # End-of-turn heads (step_with_extra_heads). Public code says stt-1b-en_fr-candle has
+    # them and the -mlx repo may not; the tiny model has them so that path runs too.
+    "extra_heads_num_heads": 4,
     "extra_heads_dim": 6,
     "stt_config": {"audio_delay_seconds": 0.5, "audio_silence_prefix_seconds": 1.0},
     "lm_gen_config": {"temp": 0.0, "temp_text": 0.0, "top_k": 250, "top_k_text": 50},
