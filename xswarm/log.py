@@ -64,6 +64,7 @@ from xswarm.transcript import WORD_START, Word
 
 SPEAKER_ASSISTANT: Final = "assistant"
 LINE_GAP_SECONDS: Final = 1.6  # a pause this long ends a pretty transcript line: a new thought
+STATUS_REFRESH_SECONDS: Final = 0.07  # s: about once per frame live, not 50x/s with --fast
 SLOW_WARNING_FRAMES: Final = 12  # ~1 s of steps measured before judging real-time speed
 SLOW_FACTOR: Final = 1.0  # warn when the median step exceeds one frame's duration
 SENTENCE_END: Final = (".", "?", "!")
@@ -374,6 +375,7 @@ class SessionLog:
         self._line_text = ""
         self._last_word_end = 0.0
         self._slow_warned = False
+        self._status_drawn_at = -math.inf
         self._finished = False
         self._summary: dict[str, Any] | None = None
         self.warnings: list[str] = []
@@ -429,7 +431,13 @@ class SessionLog:
             self._end_line()
         self._check_speed()
         counters = self.counters()
-        if self.options.live and not self.options.quiet:
+        now = self.clock()
+        if (
+            self.options.live
+            and not self.options.quiet
+            and now - self._status_drawn_at >= STATUS_REFRESH_SECONDS
+        ):
+            self._status_drawn_at = now
             snap = StatusSnapshot(
                 mic_db=level_db(report.mic_rms),
                 assistant_db=level_db(report.assistant_rms),
