@@ -241,3 +241,25 @@ def test_device_lost_mid_session_ends_cleanly_with_exit_1(
     assert events[-1]["type"] == "summary" and events[-1]["reason"] == "failed"
     info = sf.info(tmp_path / "rec.wav")
     assert info.channels == 2 and info.frames == events[-1]["frames"] * FRAME_SAMPLES
+
+
+@pytest.mark.pulse
+def test_devices_by_name_and_index_and_duration_ends_cleanly(model_env: dict[str, str]) -> None:
+    env = {**model_env, **{k: os.environ[k] for k in ("XDG_RUNTIME_DIR", "PULSE_SERVER")}}
+    listed = json.loads(
+        subprocess.run([sys.executable, "-m", "xswarm", "devices", "--json"], env=env,
+                       capture_output=True, timeout=60, check=True).stdout
+    )  # fmt: skip
+    output_index = next(d["index"] for d in listed if d["name"] == "default")
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "xswarm", "talk", "--model", "tiny-random", "--json",
+         "--input-device", "puls", "--output-device", str(output_index), "--duration", "2"],
+        env=env, capture_output=True, timeout=60,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["reason"] == "duration" and summary["frames"] == 25
+    assert summary["underruns"] == 0 and summary["drops"] == 0
+    assert elapsed < 15  # 2 s of talk, the load, and the playback drained: no hang at the end
