@@ -24,7 +24,7 @@ Examples:
 
   xswarm talk --input q.wav --output a.wav      # headless, from and to files
 
-  xswarm talk --input q.wav --output a.wav --fast --json | jq -r .text
+  xswarm talk -i q.wav -o a.wav --fast | jq -r 'select(.type == "word") | .text'
 
   xswarm talk --record session.wav --duration 60
 """
@@ -36,13 +36,13 @@ def talk(
         None,
         "--persona",
         "-p",
-        help="Who the assistant is (xswarm personas list). [default: jarvis, or XSWARM_PERSONA]",
+        help="Who the assistant is (xswarm personas list). Default: XSWARM_PERSONA, the config file, or jarvis.",
     ),
     model: str = typer.Option(
         None,
         "--model",
         "-m",
-        help="A Moshi model name (xswarm models list) or a directory. [default: the persona's]",
+        help="A Moshi model name (xswarm models list) or a directory. Default: the persona's.",
     ),
     input_device: str = typer.Option(
         None, "--input-device", help="Microphone: index or part of its name (xswarm devices)."
