@@ -36,7 +36,8 @@ def talk(
         None,
         "--persona",
         "-p",
-        help="Who the assistant is (xswarm personas list). Default: XSWARM_PERSONA, the config file, or jarvis.",
+        help="Who the assistant is (xswarm personas list). "
+        "Default: XSWARM_PERSONA, the config file, or jarvis.",
     ),
     model: str = typer.Option(
         None,
