@@ -407,3 +407,25 @@ def test_a_device_that_refuses_to_open_is_an_audio_error(monkeypatch: pytest.Mon
         r"see `xswarm devices`, or use --input FILE$",
     ):
         trio.run(lambda: mic_actor(send, device="usb"))
+
+
+@pytest.mark.pulse
+async def test_an_exception_in_a_callback_ends_the_actor_without_a_traceback(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    class BrokenBuffer(JitterBuffer):
+        def pull_into(self, out: np.ndarray) -> int:
+            raise RuntimeError("boom")
+
+    send, receive = trio.open_memory_channel[AudioFrame](4)
+    with (
+        trio.fail_after(20),
+        pytest.raises(
+            AudioError,
+            match=r"^the output callback on device .* failed: RuntimeError: boom; please report",
+        ),
+    ):
+        async with send:
+            await speaker_actor(receive, buffer=BrokenBuffer())
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err and "Exception ignored" not in captured.err

@@ -239,6 +239,7 @@ class _StreamWatch:
         self.stats = stats
         self.finished = False  # set by PortAudio's finished callback (its thread)
         self.closing = False  # we are stopping the stream ourselves
+        self.error: Exception | None = None  # what our callback raised (it then aborts the stream)
 
     def on_finished(self) -> None:
         self.finished = True
@@ -249,6 +250,11 @@ class _StreamWatch:
         while True:
             await trio.sleep(WATCH_INTERVAL)
             now = time.monotonic()
+            if self.error is not None:
+                raise AudioError(
+                    f"the {self.kind} callback on device {name} failed: "
+                    f"{type(self.error).__name__}: {self.error}; please report it"
+                )
             if (self.finished or not stream.active) and not self.closing:
                 raise AudioError(
                     f"the {self.kind} stream on device {name} stopped (device lost?); "
@@ -266,6 +272,24 @@ class _StreamWatch:
                     f"the {self.kind} device {name} stopped calling back for "
                     f"{now - last:.1f} s (device lost?); check it, or use {FILE_HINT[self.kind]}"
                 )
+
+
+def _guarded(sd: Any, watch: _StreamWatch, body: Callable[..., None]) -> Callable[..., None]:
+    """A PortAudio callback that never lets an exception out: an exception escaping
+    into cffi prints a traceback and leaves the stream running. The error is kept
+    for the actor (which raises AudioError with it) and the stream is aborted."""
+
+    def callback(*args: Any) -> None:
+        try:
+            body(*args)
+        except (sd.CallbackAbort, sd.CallbackStop):
+            raise
+        except Exception as error:
+            if watch.error is None:
+                watch.error = error
+            raise sd.CallbackAbort from None
+
+    return callback
 
 
 async def _open_stream(kind: DeviceKind, device: DeviceInfo, factory: Callable[[], Any]) -> Any:
@@ -370,7 +394,7 @@ async def mic_actor(
                 dtype="float32",
                 device=info.index,
                 latency=latency,
-                callback=callback,
+                callback=_guarded(sd, watch, callback),
                 finished_callback=watch.on_finished,
             ),
         )
@@ -437,7 +461,7 @@ async def speaker_actor(
                 dtype="float32",
                 device=info.index,
                 latency=latency,
-                callback=callback,
+                callback=_guarded(sd, watch, callback),
                 finished_callback=watch.on_finished,
             ),
         )
