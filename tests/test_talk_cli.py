@@ -90,6 +90,20 @@ def test_headless_fast_json_session(tmp_path: Path, model_home: dict[str, str]) 
     assert summary["persona"] == "jarvis"
 
 
+def test_fast_without_output_needs_no_sound_device(
+    tmp_path: Path, model_home: dict[str, str]
+) -> None:
+    write_tone(tmp_path / "in.wav", 1.0)
+    env = dict(model_home)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(NO_PORTAUDIO_DIR), env.get("PYTHONPATH")) if p
+    )
+    result = run_xswarm("talk", "--model", MODEL, "-i", str(tmp_path / "in.wav"), "--fast", env=env)
+    assert result.returncode == 0, result.stderr
+    summary = json_lines(result.stdout)[-1]
+    assert summary["type"] == "summary" and summary["frames"] == 13
+
+
 def test_same_seed_same_session(tmp_path: Path, model_home: dict[str, str]) -> None:
     write_tone(tmp_path / "in.wav", 1.0)
     outputs = []

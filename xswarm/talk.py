@@ -725,9 +725,16 @@ def _plan_sink(
     created: list[Path],
     extra: dict[str, Any],
 ) -> Callable[..., Any]:
-    """The sink actor: an output file (created now) or the speaker (resolved now)."""
+    """The sink actor: an output file (created now), the speaker (resolved now), or nothing.
+
+    ``--fast`` without ``--output`` keeps only the transcript: audio made faster
+    than real time has no speaker to go to, so it is discarded (and no sound
+    device is needed).
+    """
     if parts.sink_actor is not None:
         return parts.sink_actor
+    if config.fast and config.output_path is None:
+        return _discard_sink
     if config.output_path is not None:
         from xswarm.audio.files import open_sink
 
@@ -737,6 +744,12 @@ def _plan_sink(
             created.append(Path(config.output_path))
         return functools.partial(_aligned_sink, sink=audio_out)
     return _speaker_sink(config, extra)
+
+
+async def _discard_sink(frames: Receiver[AudioFrame]) -> None:
+    with frames:
+        async for _ in frames:
+            pass
 
 
 async def _file_source(audio: Any, frames: Sender[AudioFrame], *, realtime: bool) -> None:

@@ -70,7 +70,10 @@ def talk(
     ),
     duration: float = typer.Option(None, "--duration", "-d", help="Stop after this many seconds."),
     fast: bool = typer.Option(
-        False, "--fast", help="With --input: run as fast as the model goes, not in real time."
+        False,
+        "--fast",
+        help="With --input: run as fast as the model goes, not in real time "
+        "(without --output, only the transcript is kept).",
     ),
     json_output: bool = typer.Option(
         False, "--json", help="JSON lines on stdout even on a terminal."
