@@ -215,8 +215,8 @@ def resolve_directory(
             f"model directory {shown or directory} {what}: give a checkpoint directory "
             "(config.json, weights, Mimi and tokenizer files) or a name from xswarm models list"
         )
-    config_path = directory / CONFIG_FILE
-    if config_path.is_file():
+    config_path: Path | None = directory / CONFIG_FILE
+    if config_path is not None and config_path.is_file():
         config = _read_config(config_path)
         lm_name = str(config.get("moshi_name") or DEFAULT_LM_FILE)
         codec_name = str(
