@@ -155,7 +155,12 @@ def load_lm(
     model = Lm(config)
     model.set_dtype(mx.bfloat16)
     if resolved.spec.weights_format == "pytorch":
+        # moshi_mlx renames and loads the whole file in one call: progress is all or nothing.
+        if progress is not None:
+            progress(0, header.data_bytes)
         _load_pytorch_lm(model, config, header)
+        if progress is not None:
+            progress(header.data_bytes, header.data_bytes)
     else:
         if bits is not None:
             nn.quantize(model, bits=bits, group_size=GROUP_SIZES[bits])
