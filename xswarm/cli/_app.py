@@ -21,18 +21,51 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 import typer
+from typer.core import TyperGroup
 
 from xswarm import __version__
 from xswarm.errors import ExitCode, XswarmError
 
+
+class _Group(TyperGroup):
+    """typer's command group, except that "Did you mean" never names a hidden command.
+
+    ``xswarm completion`` must not suggest the hidden ``_complete`` (the shell
+    scripts' helper): for a name that is not a command, the lookup and its
+    suggestions see the visible commands only.
+    """
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] in self.commands:
+            return super().resolve_command(ctx, args)
+        every, self.commands = self.commands, {
+            name: cmd for name, cmd in self.commands.items() if not cmd.hidden
+        }
+        try:
+            return super().resolve_command(ctx, args)
+        finally:
+            self.commands = every
+
+
 app = typer.Typer(
     name="xswarm",
+    cls=_Group,
     help="A full-duplex voice assistant for the terminal, on Kyutai's Moshi.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # completions/ has the shell scripts (generated from this app); typer's own
+    # --install-completion would install a second, slower completion.
+    add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog="See man xswarm for the JSON-line schemas, files and exit codes.",
 )
+
+if "_XSWARM_COMPLETE" in os.environ:
+    # typer's completion protocol still answers (it runs the commands' autocompletion=
+    # callbacks); without add_completion, typer leaves its shell classes unregistered.
+    from typer._completion_classes import completion_init
+
+    completion_init()
 
 
 @dataclasses.dataclass
