@@ -357,7 +357,9 @@ def status(spec: ModelSpec) -> ModelStatus:
     path: Path | None
     if spec.generated:
         directory = generated_dir(spec.name)
-        cached = all((directory / f).is_file() for f in (CONFIG_FILE, spec.lm_file))
+        cached = all((directory / f).is_file() for f in (CONFIG_FILE, spec.lm_file)) and (
+            _generator_version(directory) == _current_generator_version()
+        )  # an outdated one is made again on use (tiny) or by pull (large)
         path = directory if cached else None
     else:
         try:
