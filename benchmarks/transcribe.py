@@ -18,9 +18,12 @@ On the same weights and the same audio, in one run:
 
 A step of the 1B takes seconds on this CPU (FACTS.md: 2.1-2.35 s), so each
 path runs a bounded number of steps (``--steps``, after one untimed warm-up
-step) instead of a whole file; audio seconds per wall second =
-rows x steps x 0.08 s / wall time. The reference and batch-1 tokens are also
-compared (they must be equal: same computation).
+step) instead of a whole file, the three interleaved step by step (this
+machine is shared: load hits all three alike); audio seconds per wall second
+= rows x 0.08 s / median step time. The tokens are compared too: batch 1
+must equal the reference, and every row of the batch must equal batch 1.
+``matmul_ceiling`` measures what one bf16 matmul of the 1B's shape costs for
+8 rows against 1 on this CPU: the most batching can gain here.
 
 Memory (``--part memory``): a 1-hour 16 kHz WAV is written block by block
 (speech-like bursts of noise and pauses), then transcribed through the real
@@ -168,7 +171,9 @@ def throughput(steps: int, batch: int) -> dict[str, Any]:
     audio = speechlike((steps + 1) * STEP_SECONDS, seed=1)
     frames = [audio[i * 1920 : (i + 1) * 1920] for i in range(steps + 1)]
 
-    # moshi_mlx/run_inference.py's loop, on the same weights and audio
+    # Three paths on the same weights and audio, interleaved step by step so that
+    # the load of this shared machine hits them alike: moshi_mlx/run_inference.py's
+    # loop (one input), and the engine's step with 1 and with `batch` inputs.
     import rustymimi
 
     tokenizer = rustymimi.Tokenizer(str(mimi_path), num_codebooks=32)
@@ -177,43 +182,79 @@ def throughput(steps: int, batch: int) -> dict[str, Any]:
         model=lm, max_steps=steps + 1, text_sampler=utils.Sampler(top_k=25, temp=0),
         audio_sampler=utils.Sampler(top_k=250, temp=0), check=False,
     )
-    reference_tokens = []
-    start = 0.0
-    for i, frame in enumerate(frames):
-        if i == 1:
-            start = time.perf_counter()  # after one warm-up step
+
+    def reference_step(frame: np.ndarray) -> int:
         codes = tokenizer.encode_step(frame[None, None, :])
         codes = mx.array(codes).transpose(0, 2, 1)[:, :, :32]
-        reference_tokens.append(gen.step(codes[0])[0].item())
-    reference_wall = time.perf_counter() - start
+        token: int = gen.step(codes[0])[0].item()
+        return token
+
+    single = _Batch(lm, [RustMimiCodec(mimi_path, 32)])
+    batched = _Batch(lm, [RustMimiCodec(mimi_path, 32) for _ in range(batch)])
+    paths = {
+        "reference": (1, reference_step),
+        "batch_1": (1, lambda frame: single.step([frame])),
+        f"batch_{batch}": (batch, lambda frame: batched.step([frame] * batch)),
+    }
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    tokens: dict[str, list[Any]] = {name: [] for name in paths}
+    for i, frame in enumerate(frames):
+        for name, (_, step) in paths.items():
+            start = time.perf_counter()
+            tokens[name].append(step(frame))
+            if i > 0:  # the first step of each path is its warm-up
+                times[name].append(time.perf_counter() - start)
     result: dict[str, Any] = {
         "model": "stt-1b-en_fr architecture, random bf16 weights",
         "parameters": parameters,
-        "codec": "full-size Mimi (random weights) via rustymimi",
+        "codec": "full-size Mimi (random weights) via rustymimi, one per input",
         "steps_timed": steps,
-        "reference": _rate(1, steps, reference_wall),
+        "note": f"{steps} steps per path after one warm-up step, interleaved; "
+        "a whole file would take 12.5 steps per audio second",
     }
-    for rows in (1, batch):
-        state = _Batch(lm, [RustMimiCodec(mimi_path, 32) for _ in range(rows)])
-        ours = []
-        for i, frame in enumerate(frames):
-            if i == 1:
-                start = time.perf_counter()
-            ours.append(state.step([frame] * rows))
-        wall = time.perf_counter() - start
-        result[f"batch_{rows}"] = _rate(rows, steps, wall)
-        if rows == 1:
-            result["batch_1_tokens_equal_reference"] = [t[0] for t in ours] == reference_tokens
-        else:
-            result[f"batch_{rows}_rows_identical"] = all(len(set(t)) == 1 for t in ours)
-    ref = result["reference"]["audio_seconds_per_second"]
-    result["batch_1_vs_reference"] = round(result["batch_1"]["audio_seconds_per_second"] / ref, 3)
-    result[f"batch_{batch}_vs_reference"] = round(
-        result[f"batch_{batch}"]["audio_seconds_per_second"] / ref, 3
+    for name, (rows, _) in paths.items():
+        result[name] = _rate(rows, times[name])
+    result["batch_1_tokens_equal_reference"] = [t[0] for t in tokens["batch_1"]] == tokens[
+        "reference"
+    ]
+    result[f"batch_{batch}_rows_equal_batch_1"] = all(
+        row == one[0]
+        for rows, one in zip(tokens[f"batch_{batch}"], tokens["batch_1"], strict=True)
+        for row in rows
     )
-    kv_ring = 16 * 2 * (750 + 1) * 2048 * 2
-    result["kv_ring_bytes_per_row"] = kv_ring
+    ref = result["reference"]["audio_seconds_per_second"]
+    for name in ("batch_1", f"batch_{batch}"):
+        result[f"{name}_vs_reference"] = round(result[name]["audio_seconds_per_second"] / ref, 3)
+    result["kv_ring_bytes_per_row"] = 16 * 2 * (750 + 1) * 2048 * 2  # layers, k+v, slots, dim, bf16
+    result["matmul_ceiling"] = matmul_ceiling(batch)
     return result
+
+
+def matmul_ceiling(batch: int) -> dict[str, float]:
+    """How much more a bf16 matmul of the 1B's MLP shape costs for ``batch`` rows than for 1.
+
+    On a memory-bound device (a GPU, Apple silicon) this is close to 1 and a
+    batch of 8 costs about one step; the MLX CPU backend here computes bf16
+    matmuls at a few GFLOPS, so the cost grows with the rows and caps what
+    batching can gain on this machine.
+    """
+    import mlx.core as mx
+
+    weight = mx.random.normal((11264, 2048)).astype(mx.bfloat16)
+    mx.eval(weight)
+    cost = {}
+    for rows in (1, batch):
+        x = mx.random.normal((rows, 1, 2048)).astype(mx.bfloat16)
+        mx.eval(x @ weight.T)
+        start = time.perf_counter()
+        for _ in range(10):
+            mx.eval(x @ weight.T)
+        cost[rows] = (time.perf_counter() - start) / 10
+    return {
+        "ms_batch_1": round(cost[1] * 1000, 2),
+        f"ms_batch_{batch}": round(cost[batch] * 1000, 2),
+        "max_batch_gain": round(batch * cost[1] / cost[batch], 2),
+    }
 
 
 def _flatten(tree: Any) -> list[tuple[str, Any]]:
@@ -222,12 +263,15 @@ def _flatten(tree: Any) -> list[tuple[str, Any]]:
     return tree_flatten(tree)
 
 
-def _rate(rows: int, steps: int, wall: float) -> dict[str, float]:
+def _rate(rows: int, seconds: list[float]) -> dict[str, float]:
+    import statistics
+
+    median = statistics.median(seconds)
     return {
         "rows": rows,
-        "wall_seconds": round(wall, 3),
-        "seconds_per_step": round(wall / steps, 3),
-        "audio_seconds_per_second": round(rows * steps * STEP_SECONDS / wall, 4),
+        "median_seconds_per_step": round(median, 3),
+        "min_seconds_per_step": round(min(seconds), 3),
+        "audio_seconds_per_second": round(rows * STEP_SECONDS / median, 4),
     }
 
 
