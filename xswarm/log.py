@@ -23,7 +23,8 @@ JSON lines on stdout (stable; every line has a ``type``)::
     {"type": "summary", "reason": "end|duration|interrupted|failed", "duration": 12.4,
      "frames": 155, "words": 31, "drops": 0, "underruns": 0, "step_ms_p50": 19.8,
      "step_ms_p99": 27.1, "latency_ms_p50": 20.3, "latency_ms_p99": 28.0, "warnings": 0,
-     "model": "...", "persona": "jarvis", "seed": 7, "load_seconds": 0.2, "events_dropped": 0}
+     "model": "...", "persona": "jarvis", "seed": 7, "load_seconds": 0.2, "events_dropped": 0,
+     "drops_by": {"frames": 0, "output": 0, "record": 0, "playback": 0}}
 
 Times are seconds from the first frame; ``latency`` runs from a mic frame's
 arrival to its answer frame being queued for playback. The ``--log`` file has

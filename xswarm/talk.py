@@ -679,6 +679,12 @@ async def run_talk(
                 "events_dropped": sum(
                     c.dropped for c in session.channel_metrics() if c.name == "events"
                 ),
+                # Where the drops happened: before the model (it fell behind), after it
+                # (playback fell behind), or in the jitter buffer (a burst after a stall).
+                "drops_by": {
+                    **{c.name: c.dropped for c in session.channel_metrics() if c.name != "events"},
+                    "playback": sink_stats().get("drops", 0),
+                },
             },
         )
     return summary
