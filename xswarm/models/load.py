@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]  # (bytes loaded, total bytes)
 CodecBackend = Literal["auto", "rust", "mlx"]
 MIMI_CODEBOOKS: Final = 32  # codebooks in the published Mimi checkpoint (and the generated ones)
+# Tensors are read in batches of about this many bytes: small enough for a smooth
+# progress bar, large enough that per-call overhead stays out of the load time.
+EVAL_BATCH_BYTES: Final = 64 * 1024 * 1024
 PROBE_LAYER: Final = "text_linear"  # a layer every LM has, quantised with the rest
 
 
@@ -121,11 +124,17 @@ def _load_tensors(header: Header, progress: ProgressCallback | None) -> dict[str
     if progress is not None:
         progress(0, total)
     order = sorted(arrays, key=lambda k: header.tensors[k].start if k in header.tensors else 0)
-    for key in order:
-        mx.eval(arrays[key])
-        done += header.tensors[key].nbytes if key in header.tensors else 0
-        if progress is not None:
-            progress(done, total)
+    batch: list[Any] = []
+    batch_bytes = 0
+    for index, key in enumerate(order):
+        batch.append(arrays[key])
+        batch_bytes += header.tensors[key].nbytes if key in header.tensors else 0
+        if batch_bytes >= EVAL_BATCH_BYTES or index == len(order) - 1:
+            mx.eval(*batch)
+            done += batch_bytes
+            batch, batch_bytes = [], 0
+            if progress is not None:
+                progress(done, total)
     return arrays
 
 
