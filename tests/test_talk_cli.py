@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -102,6 +103,25 @@ def test_fast_without_output_needs_no_sound_device(
     assert result.returncode == 0, result.stderr
     summary = json_lines(result.stdout)[-1]
     assert summary["type"] == "summary" and summary["frames"] == 13
+
+
+def test_closed_stdout_ends_the_session_quietly(tmp_path: Path, model_home: dict[str, str]) -> None:
+    write_tone(tmp_path / "in.wav", 30.0)  # far more than one line's worth
+    script = (
+        f"{shlex.quote(sys.executable)} -m xswarm talk --model {MODEL} -i {tmp_path}/in.wav "
+        f"--fast --log {tmp_path}/log.jsonl 2>{tmp_path}/err | head -1; "
+        "echo ${PIPESTATUS[0]}"
+    )
+    started = time.monotonic()
+    result = subprocess.run(["bash", "-c", script], env=model_home, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    lines = result.stdout.splitlines()
+    assert json.loads(lines[0])["status"] == "ready"
+    assert lines[1] == "0"  # xswarm's own exit code
+    assert (tmp_path / "err").read_text() == ""
+    summary = json_lines((tmp_path / "log.jsonl").read_text())[-1]
+    assert summary["reason"] == "stdout_closed" and summary["frames"] < 375
+    assert time.monotonic() - started < 60
 
 
 def test_same_seed_same_session(tmp_path: Path, model_home: dict[str, str]) -> None:

@@ -360,7 +360,10 @@ class SessionLog:
         log_path: Path | None = None,
         trace_path: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_stdout_closed: Callable[[], None] = lambda: None,
     ) -> None:
+        self.stdout_closed = False  # the reader of stdout went away
+        self.on_stdout_closed = on_stdout_closed
         self.options = options
         self.display = display
         self._stderr = stderr
@@ -384,11 +387,24 @@ class SessionLog:
     # -- events -----------------------------------------------------------------
 
     def handle(self, event: FrameReport | Notice) -> None:
-        """Dispatch one message from the inference actor (or the session)."""
-        if isinstance(event, FrameReport):
-            self._frame(event)
-        else:
-            self.notice(event)
+        """Dispatch one message from the inference actor (or the session).
+
+        A closed stdout (``| head -1``) is not an error: the transcript stops,
+        ``on_stdout_closed`` is called once (the session ends quietly), and the
+        log and trace files still get everything.
+        """
+        try:
+            if isinstance(event, FrameReport):
+                self._frame(event)
+            else:
+                self.notice(event)
+        except BrokenPipeError:
+            self._stdout_gone()
+
+    def _stdout_gone(self) -> None:
+        if not self.stdout_closed:
+            self.stdout_closed = True
+            self.on_stdout_closed()
 
     def mark_ready(self) -> None:
         """The session starts now: the elapsed time on the status line counts from here."""
@@ -526,6 +542,8 @@ class SessionLog:
         }
         if self.log:
             self.log.write(record)
+        if self.stdout_closed:
+            return
         if self.options.json:
             self._stdout_line(json.dumps(record, ensure_ascii=False))
             return
@@ -550,7 +568,8 @@ class SessionLog:
         self._words_on_line = 0
 
     def _stdout_line(self, text: str) -> None:
-        self.display.print_line(text)
+        if not self.stdout_closed:
+            self.display.print_line(text)
 
     def _stderr_line(self, text: str) -> None:
         if self._words_on_line:
@@ -591,18 +610,24 @@ class SessionLog:
         self._finished = True
         record: dict[str, Any] = {}
         try:
-            for word in self.assembler.flush():
-                self._word(word)
-            if self._words_on_line:
-                self._end_line()
+            try:
+                for word in self.assembler.flush():
+                    self._word(word)
+                if self._words_on_line and not self.stdout_closed:
+                    self._end_line()
+            except BrokenPipeError:
+                self.stdout_closed = True
             record = {**self.summary(reason, self.counters()), **(extra or {})}
             self._summary = record
             if self.log:
                 self.log.write(record)
-            if self.options.json:
-                self._stdout_line(json.dumps(record, ensure_ascii=False))
-            elif not self.options.quiet:
-                self._stderr_line(format_summary(record))
+            try:
+                if self.options.json:
+                    self._stdout_line(json.dumps(record, ensure_ascii=False))
+                elif not self.options.quiet:
+                    self._stderr_line(format_summary(record))
+            except BrokenPipeError:
+                self.stdout_closed = True
         finally:
             self.display.close()
             if self.log:

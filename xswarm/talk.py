@@ -607,6 +607,7 @@ async def run_talk(
             io.stderr,
             AssistantWords(),
             counters=counters,
+            on_stdout_closed=lambda: session.cancel("stdout was closed"),
             log_path=config.log_path,
             trace_path=config.trace_path,
         )
@@ -654,7 +655,9 @@ async def run_talk(
     reason = "end"
     try:
         await session.run(actors, handle_signals=parts.handle_signals)
-        if source_scope.cancelled_caught:
+        if log.stdout_closed:
+            reason = "stdout_closed"
+        elif source_scope.cancelled_caught:
             reason = "duration"
     except Interrupted:
         reason = "interrupted"
@@ -687,6 +690,9 @@ async def run_talk(
                 },
             },
         )
+    if log.stdout_closed:
+        # The reader went away (``| head -1``): the CLI ends quietly with exit 0.
+        raise BrokenPipeError("stdout was closed")
     return summary
 
 
