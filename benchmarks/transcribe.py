@@ -350,8 +350,18 @@ def main() -> None:
     report: dict[str, Any] = {"benchmark": "transcribe"}
     if args.part in ("throughput", "both"):
         report["throughput"] = throughput(args.steps, args.batch)
-    if args.part in ("memory", "both"):
+    if args.part == "memory":
         report["memory"] = memory(args.hours, args.memory_model)
+    elif args.part == "both":
+        # a fresh process: the 1B's freed buffers must not hide the growth we measure
+        import subprocess
+
+        child = subprocess.run(
+            [sys.executable, __file__, "--part", "memory", "--hours", str(args.hours),
+             "--memory-model", args.memory_model],
+            check=True, capture_output=True, text=True,
+        )
+        report["memory"] = json.loads(child.stdout)["memory"]
     json.dump(report, sys.stdout, indent=2)
     print()
 
