@@ -5,10 +5,10 @@
 # `xswarm _complete KIND`. Install:
 #   copy it to ~/.config/fish/completions/xswarm.fish
 
-# Print the command path so far (talk, models/list, ...) and how many
-# positional arguments it has already been given, on two lines.
+# Print the command path so far (xswarm, xswarm/talk, xswarm/models/list, ...)
+# and how many positional arguments it has already been given, on two lines.
 function __xswarm_state
-    set -l path ''
+    set -l path xswarm
     set -l npos 0
     set -l skip 0
     for word in (commandline -opc)[2..-1]
@@ -17,14 +17,10 @@ function __xswarm_state
             continue
         end
         switch "$path:$word"
-            case 'talk:-p' 'talk:--persona' 'talk:-m' 'talk:--model' 'talk:--input-device' 'talk:--output-device' 'talk:-i' 'talk:--input' 'talk:-o' 'talk:--output' 'talk:--record' 'talk:-d' 'talk:--duration' 'talk:--log' 'talk:--trace' 'talk:--seed' 'transcribe:-m' 'transcribe:--model' 'transcribe:-f' 'transcribe:--format' 'transcribe:-o' 'transcribe:--output-dir' 'transcribe:-b' 'transcribe:--batch-size' 'personas/new:--from' 'history/list:-p' 'history/list:--persona' 'history/list:-n' 'history/list:--limit' 'history/search:-p' 'history/search:--persona' 'models/check:-q' 'models/check:--quantize'
+            case 'xswarm/talk:-p' 'xswarm/talk:--persona' 'xswarm/talk:-m' 'xswarm/talk:--model' 'xswarm/talk:--input-device' 'xswarm/talk:--output-device' 'xswarm/talk:-i' 'xswarm/talk:--input' 'xswarm/talk:-o' 'xswarm/talk:--output' 'xswarm/talk:--record' 'xswarm/talk:-d' 'xswarm/talk:--duration' 'xswarm/talk:--log' 'xswarm/talk:--trace' 'xswarm/talk:--seed' 'xswarm/transcribe:-m' 'xswarm/transcribe:--model' 'xswarm/transcribe:-f' 'xswarm/transcribe:--format' 'xswarm/transcribe:-o' 'xswarm/transcribe:--output-dir' 'xswarm/transcribe:-b' 'xswarm/transcribe:--batch-size' 'xswarm/personas/new:--from' 'xswarm/history/list:-p' 'xswarm/history/list:--persona' 'xswarm/history/list:-n' 'xswarm/history/list:--limit' 'xswarm/history/search:-p' 'xswarm/history/search:--persona' 'xswarm/models/check:-q' 'xswarm/models/check:--quantize'
                 set skip 1
-            case ':talk' ':transcribe' ':devices' ':doctor' ':personas' ':history' ':models' 'personas:list' 'personas:show' 'personas:new' 'personas:check' 'history:list' 'history:show' 'history:search' 'history:rm' 'history:facts' 'history:forget' 'models:list' 'models:pull' 'models:path' 'models:check'
-                if test -n "$path"
-                    set path $path/$word
-                else
-                    set path $word
-                end
+            case 'xswarm:talk' 'xswarm:transcribe' 'xswarm:devices' 'xswarm:doctor' 'xswarm:personas' 'xswarm:history' 'xswarm:models' 'xswarm/personas:list' 'xswarm/personas:show' 'xswarm/personas:new' 'xswarm/personas:check' 'xswarm/history:list' 'xswarm/history:show' 'xswarm/history:search' 'xswarm/history:rm' 'xswarm/history:facts' 'xswarm/history:forget' 'xswarm/models:list' 'xswarm/models:pull' 'xswarm/models:path' 'xswarm/models:check'
+                set path $path/$word
                 set npos 0
             case '*:-*'
             case '*'
@@ -56,137 +52,138 @@ end
 complete -c xswarm -f  # no file names unless an option or argument takes one
 
 # xswarm
-complete -c xswarm -n '__xswarm_at ''' -a 'talk' -d 'Talk with the assistant, full duplex: you speak, it answers at the same time.'
-complete -c xswarm -n '__xswarm_at ''' -a 'transcribe' -d 'Transcribe speech in audio files to text with word timestamps.'
-complete -c xswarm -n '__xswarm_at ''' -a 'devices' -d 'List audio devices: index, name, input/output channels, default rate.'
-complete -c xswarm -n '__xswarm_at ''' -a 'doctor' -d 'Check Python, MLX, PortAudio, audio devices and the model cache.'
-complete -c xswarm -n '__xswarm_at ''' -a 'personas' -d 'List, show, create and check personas (who the assistant is).'
-complete -c xswarm -n '__xswarm_at ''' -a 'history' -d 'Past talk sessions (list, show, search, rm) and remembered facts (facts, forg...'
-complete -c xswarm -n '__xswarm_at ''' -a 'models' -d 'List, download and locate models (Kyutai\'s checkpoints and generated test mod...'
-complete -c xswarm -n '__xswarm_at ''' -l version -d 'Print the version.'
-complete -c xswarm -n '__xswarm_at ''' -l debug -d 'Show tracebacks for errors.'
-complete -c xswarm -n '__xswarm_at ''' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm' -a 'talk' -d 'Talk with the assistant, full duplex: you speak, it answers at the same time.'
+complete -c xswarm -n '__xswarm_at xswarm' -a 'transcribe' -d 'Transcribe speech in audio files to text with word timestamps.'
+complete -c xswarm -n '__xswarm_at xswarm' -a 'devices' -d 'List audio devices: index, name, input/output channels, default rate.'
+complete -c xswarm -n '__xswarm_at xswarm' -a 'doctor' -d 'Check Python, MLX, PortAudio, audio devices and the model cache.'
+complete -c xswarm -n '__xswarm_at xswarm' -a 'personas' -d 'List, show, create and check personas (who the assistant is).'
+complete -c xswarm -n '__xswarm_at xswarm' -a 'history' -d 'Past talk sessions (list, show, search, rm) and remembered facts (facts, forg...'
+complete -c xswarm -n '__xswarm_at xswarm' -a 'models' -d 'List, download and locate models (Kyutai\'s checkpoints and generated test mod...'
+complete -c xswarm -n '__xswarm_at xswarm' -l version -d 'Print the version.'
+complete -c xswarm -n '__xswarm_at xswarm' -l debug -d 'Show tracebacks for errors.'
+complete -c xswarm -n '__xswarm_at xswarm' -s h -l help -d 'Show this message and exit.'
 
 # xswarm talk
-complete -c xswarm -n '__xswarm_at 'talk'' -s p -l persona -x -a '(__xswarm_names personas)' -d 'Who the assistant is (xswarm personas list).'
-complete -c xswarm -n '__xswarm_at 'talk'' -s m -l model -x -a '(__xswarm_names moshi-models; __fish_complete_directories (commandline -ct))' -d 'A Moshi model name (xswarm models list) or a directory.'
-complete -c xswarm -n '__xswarm_at 'talk'' -l input-device -x -a '(__xswarm_names input-devices)' -d 'Microphone: index or part of its name (xswarm devices).'
-complete -c xswarm -n '__xswarm_at 'talk'' -l output-device -x -a '(__xswarm_names output-devices)' -d 'Speaker: index or part of its name.'
-complete -c xswarm -n '__xswarm_at 'talk'' -s i -l input -r -F -d 'Read the user\'s side from an audio file (\'-\': stdin) instead of the mic.'
-complete -c xswarm -n '__xswarm_at 'talk'' -s o -l output -r -F -d 'Write the assistant\'s audio to a file (\'-\': WAV on stdout) instead of the spe...'
-complete -c xswarm -n '__xswarm_at 'talk'' -l record -r -F -d 'Also write the session as a stereo file: left you, right the assistant.'
-complete -c xswarm -n '__xswarm_at 'talk'' -s d -l duration -x -d 'Stop after this many seconds.'
-complete -c xswarm -n '__xswarm_at 'talk'' -l fast -d 'With --input: run as fast as the model goes, not in real time (without --outp...'
-complete -c xswarm -n '__xswarm_at 'talk'' -l json -d 'JSON lines on stdout even on a terminal.'
-complete -c xswarm -n '__xswarm_at 'talk'' -l log -r -F -d 'Write a JSON-lines event log (load, every frame, warnings) to FILE.'
-complete -c xswarm -n '__xswarm_at 'talk'' -l trace -r -F -d 'Write a Chrome/Perfetto trace of per-frame spans to FILE.'
-complete -c xswarm -n '__xswarm_at 'talk'' -l seed -x -d 'Sampling seed, to replay a session exactly.'
-complete -c xswarm -n '__xswarm_at 'talk'' -s q -l quiet -d 'No status line, no messages on stderr (errors still).'
-complete -c xswarm -n '__xswarm_at 'talk'' -l debug -d 'Show tracebacks for errors.'
-complete -c xswarm -n '__xswarm_at 'talk'' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -s p -l persona -x -a '(__xswarm_names personas)' -d 'Who the assistant is (xswarm personas list).'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -s m -l model -x -a '(__xswarm_names moshi-models; __fish_complete_directories (commandline -ct))' -d 'A Moshi model name (xswarm models list) or a directory.'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -l input-device -x -a '(__xswarm_names input-devices)' -d 'Microphone: index or part of its name (xswarm devices).'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -l output-device -x -a '(__xswarm_names output-devices)' -d 'Speaker: index or part of its name.'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -s i -l input -r -F -d 'Read the user\'s side from an audio file (\'-\': stdin) instead of the mic.'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -s o -l output -r -F -d 'Write the assistant\'s audio to a file (\'-\': WAV on stdout) instead of the spe...'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -l record -r -F -d 'Also write the session as a stereo file: left you, right the assistant.'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -s d -l duration -x -d 'Stop after this many seconds.'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -l fast -d 'With --input: run as fast as the model goes, not in real time (without --outp...'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -l json -d 'JSON lines on stdout even on a terminal.'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -l log -r -F -d 'Write a JSON-lines event log (load, every frame, warnings) to FILE.'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -l trace -r -F -d 'Write a Chrome/Perfetto trace of per-frame spans to FILE.'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -l seed -x -d 'Sampling seed, to replay a session exactly.'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -s q -l quiet -d 'No status line, no messages on stderr (errors still).'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -l debug -d 'Show tracebacks for errors.'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -s h -l help -d 'Show this message and exit.'
 
 # xswarm transcribe
-complete -c xswarm -n '__xswarm_at 'transcribe'' -s m -l model -x -a '(__xswarm_names stt-models; __fish_complete_directories (commandline -ct))' -d 'STT model: a name (see xswarm models list), a directory, or sphinx-en.'
-complete -c xswarm -n '__xswarm_at 'transcribe'' -s f -l format -x -a 'jsonl json txt srt vtt' -d 'Output: jsonl (default in a pipe), json, txt, srt or vtt.'
-complete -c xswarm -n '__xswarm_at 'transcribe'' -l words -d 'One entry per word instead of per segment.'
-complete -c xswarm -n '__xswarm_at 'transcribe'' -s o -l output-dir -x -a '(__fish_complete_directories (commandline -ct))' -d 'Write one file per input here, named after it.'
-complete -c xswarm -n '__xswarm_at 'transcribe'' -s b -l batch-size -x -d 'Inputs decoded together (Kyutai models).'
-complete -c xswarm -n '__xswarm_at 'transcribe'' -l realtime -l fast -d 'Feed audio at real time (default: as fast as possible).'
-complete -c xswarm -n '__xswarm_at 'transcribe'' -s h -l help -d 'Show this message and exit.'
-complete -c xswarm -n '__xswarm_at 'transcribe' 0+' -F -d 'Audio files (wav, flac, ogg, mp3, ...); - reads stdin.'
+complete -c xswarm -n '__xswarm_at xswarm/transcribe' -s m -l model -x -a '(__xswarm_names stt-models; __fish_complete_directories (commandline -ct))' -d 'STT model: a name (see xswarm models list), a directory, or sphinx-en.'
+complete -c xswarm -n '__xswarm_at xswarm/transcribe' -s f -l format -x -a 'jsonl json txt srt vtt' -d 'Output: jsonl (default in a pipe), json, txt, srt or vtt.'
+complete -c xswarm -n '__xswarm_at xswarm/transcribe' -l words -d 'One entry per word instead of per segment.'
+complete -c xswarm -n '__xswarm_at xswarm/transcribe' -s o -l output-dir -x -a '(__fish_complete_directories (commandline -ct))' -d 'Write one file per input here, named after it.'
+complete -c xswarm -n '__xswarm_at xswarm/transcribe' -s b -l batch-size -x -d 'Inputs decoded together (Kyutai models).'
+complete -c xswarm -n '__xswarm_at xswarm/transcribe' -l realtime -d 'Feed audio at real time (default: as fast as possible).'
+complete -c xswarm -n '__xswarm_at xswarm/transcribe' -l fast -d 'The opposite of --realtime.'
+complete -c xswarm -n '__xswarm_at xswarm/transcribe' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/transcribe 0+' -F -d 'Audio files (wav, flac, ogg, mp3, ...); - reads stdin.'
 
 # xswarm devices
-complete -c xswarm -n '__xswarm_at 'devices'' -l json -d 'Print a JSON array of devices.'
-complete -c xswarm -n '__xswarm_at 'devices'' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/devices' -l json -d 'Print a JSON array of devices.'
+complete -c xswarm -n '__xswarm_at xswarm/devices' -s h -l help -d 'Show this message and exit.'
 
 # xswarm doctor
-complete -c xswarm -n '__xswarm_at 'doctor'' -l json -d 'Print the checks as a JSON array.'
-complete -c xswarm -n '__xswarm_at 'doctor'' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/doctor' -l json -d 'Print the checks as a JSON array.'
+complete -c xswarm -n '__xswarm_at xswarm/doctor' -s h -l help -d 'Show this message and exit.'
 
 # xswarm personas
-complete -c xswarm -n '__xswarm_at 'personas'' -a 'list' -d 'List the personas: name, where it comes from, description.'
-complete -c xswarm -n '__xswarm_at 'personas'' -a 'show' -d 'Show a persona\'s settings and the file they come from.'
-complete -c xswarm -n '__xswarm_at 'personas'' -a 'new' -d 'Write a commented persona file into your config directory and print its path.'
-complete -c xswarm -n '__xswarm_at 'personas'' -a 'check' -d 'Validate persona files: prints "ok" per good file, or one error line and exit...'
-complete -c xswarm -n '__xswarm_at 'personas'' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/personas' -a 'list' -d 'List the personas: name, where it comes from, description.'
+complete -c xswarm -n '__xswarm_at xswarm/personas' -a 'show' -d 'Show a persona\'s settings and the file they come from.'
+complete -c xswarm -n '__xswarm_at xswarm/personas' -a 'new' -d 'Write a commented persona file into your config directory and print its path.'
+complete -c xswarm -n '__xswarm_at xswarm/personas' -a 'check' -d 'Validate persona files: prints "ok" per good file, or one error line and exit...'
+complete -c xswarm -n '__xswarm_at xswarm/personas' -s h -l help -d 'Show this message and exit.'
 
 # xswarm personas list
-complete -c xswarm -n '__xswarm_at 'personas/list'' -l json -d 'Print a JSON array of personas.'
-complete -c xswarm -n '__xswarm_at 'personas/list'' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/personas/list' -l json -d 'Print a JSON array of personas.'
+complete -c xswarm -n '__xswarm_at xswarm/personas/list' -s h -l help -d 'Show this message and exit.'
 
 # xswarm personas show
-complete -c xswarm -n '__xswarm_at 'personas/show'' -l json -d 'Print the persona as JSON.'
-complete -c xswarm -n '__xswarm_at 'personas/show'' -s h -l help -d 'Show this message and exit.'
-complete -c xswarm -n '__xswarm_at 'personas/show' 0' -a '(__xswarm_names personas)' -d 'The persona\'s name (see xswarm personas list).'
+complete -c xswarm -n '__xswarm_at xswarm/personas/show' -l json -d 'Print the persona as JSON.'
+complete -c xswarm -n '__xswarm_at xswarm/personas/show' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/personas/show 0' -a '(__xswarm_names personas)' -d 'The persona\'s name (see xswarm personas list).'
 
 # xswarm personas new
-complete -c xswarm -n '__xswarm_at 'personas/new'' -l from -x -a '(__xswarm_names personas)' -d 'The persona to copy (default: NAME itself if it exists, else jarvis).'
-complete -c xswarm -n '__xswarm_at 'personas/new'' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/personas/new' -l from -x -a '(__xswarm_names personas)' -d 'The persona to copy (default: NAME itself if it exists, else jarvis).'
+complete -c xswarm -n '__xswarm_at xswarm/personas/new' -s h -l help -d 'Show this message and exit.'
 
 # xswarm personas check
-complete -c xswarm -n '__xswarm_at 'personas/check'' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/personas/check' -s h -l help -d 'Show this message and exit.'
 
 # xswarm history
-complete -c xswarm -n '__xswarm_at 'history'' -a 'list' -d 'List sessions, newest first: id, persona, start, duration, first words.'
-complete -c xswarm -n '__xswarm_at 'history'' -a 'show' -d 'Print a session\'s transcript, one line per speaker turn with its time.'
-complete -c xswarm -n '__xswarm_at 'history'' -a 'search' -d 'Find transcript lines containing TEXT; exits 1 when nothing matches.'
-complete -c xswarm -n '__xswarm_at 'history'' -a 'rm' -d 'Delete sessions.'
-complete -c xswarm -n '__xswarm_at 'history'' -a 'facts' -d 'Show what a persona remembers about you, with the sentence each fact came from.'
-complete -c xswarm -n '__xswarm_at 'history'' -a 'forget' -d 'Make a persona forget facts about you (by key, or --all).'
-complete -c xswarm -n '__xswarm_at 'history'' -l json -d 'Print JSON instead of text.'
-complete -c xswarm -n '__xswarm_at 'history'' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/history' -a 'list' -d 'List sessions, newest first: id, persona, start, duration, first words.'
+complete -c xswarm -n '__xswarm_at xswarm/history' -a 'show' -d 'Print a session\'s transcript, one line per speaker turn with its time.'
+complete -c xswarm -n '__xswarm_at xswarm/history' -a 'search' -d 'Find transcript lines containing TEXT; exits 1 when nothing matches.'
+complete -c xswarm -n '__xswarm_at xswarm/history' -a 'rm' -d 'Delete sessions.'
+complete -c xswarm -n '__xswarm_at xswarm/history' -a 'facts' -d 'Show what a persona remembers about you, with the sentence each fact came from.'
+complete -c xswarm -n '__xswarm_at xswarm/history' -a 'forget' -d 'Make a persona forget facts about you (by key, or --all).'
+complete -c xswarm -n '__xswarm_at xswarm/history' -l json -d 'Print JSON instead of text.'
+complete -c xswarm -n '__xswarm_at xswarm/history' -s h -l help -d 'Show this message and exit.'
 
 # xswarm history list
-complete -c xswarm -n '__xswarm_at 'history/list'' -l json -d 'Print JSON instead of text.'
-complete -c xswarm -n '__xswarm_at 'history/list'' -s p -l persona -x -a '(__xswarm_names personas)' -d 'Only sessions with this persona.'
-complete -c xswarm -n '__xswarm_at 'history/list'' -s n -l limit -x -d 'Show at most this many.'
-complete -c xswarm -n '__xswarm_at 'history/list'' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/history/list' -l json -d 'Print JSON instead of text.'
+complete -c xswarm -n '__xswarm_at xswarm/history/list' -s p -l persona -x -a '(__xswarm_names personas)' -d 'Only sessions with this persona.'
+complete -c xswarm -n '__xswarm_at xswarm/history/list' -s n -l limit -x -d 'Show at most this many.'
+complete -c xswarm -n '__xswarm_at xswarm/history/list' -s h -l help -d 'Show this message and exit.'
 
 # xswarm history show
-complete -c xswarm -n '__xswarm_at 'history/show'' -l json -d 'Print the stored events as JSON lines (header first).'
-complete -c xswarm -n '__xswarm_at 'history/show'' -s h -l help -d 'Show this message and exit.'
-complete -c xswarm -n '__xswarm_at 'history/show' 0' -a '(__xswarm_names sessions)' -d 'A session id or unique prefix.'
+complete -c xswarm -n '__xswarm_at xswarm/history/show' -l json -d 'Print the stored events as JSON lines (header first).'
+complete -c xswarm -n '__xswarm_at xswarm/history/show' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/history/show 0' -a '(__xswarm_names sessions)' -d 'A session id or unique prefix.'
 
 # xswarm history search
-complete -c xswarm -n '__xswarm_at 'history/search'' -l json -d 'Print JSON lines, one per match.'
-complete -c xswarm -n '__xswarm_at 'history/search'' -s p -l persona -x -a '(__xswarm_names personas)' -d 'Only sessions with this persona.'
-complete -c xswarm -n '__xswarm_at 'history/search'' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/history/search' -l json -d 'Print JSON lines, one per match.'
+complete -c xswarm -n '__xswarm_at xswarm/history/search' -s p -l persona -x -a '(__xswarm_names personas)' -d 'Only sessions with this persona.'
+complete -c xswarm -n '__xswarm_at xswarm/history/search' -s h -l help -d 'Show this message and exit.'
 
 # xswarm history rm
-complete -c xswarm -n '__xswarm_at 'history/rm'' -s h -l help -d 'Show this message and exit.'
-complete -c xswarm -n '__xswarm_at 'history/rm' 0+' -a '(__xswarm_names sessions)' -d 'Session ids or unique prefixes.'
+complete -c xswarm -n '__xswarm_at xswarm/history/rm' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/history/rm 0+' -a '(__xswarm_names sessions)' -d 'Session ids or unique prefixes.'
 
 # xswarm history facts
-complete -c xswarm -n '__xswarm_at 'history/facts'' -l json -d 'Print a JSON array of facts.'
-complete -c xswarm -n '__xswarm_at 'history/facts'' -s h -l help -d 'Show this message and exit.'
-complete -c xswarm -n '__xswarm_at 'history/facts' 0' -a '(__xswarm_names personas)' -d 'The persona (default: the default persona).'
+complete -c xswarm -n '__xswarm_at xswarm/history/facts' -l json -d 'Print a JSON array of facts.'
+complete -c xswarm -n '__xswarm_at xswarm/history/facts' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/history/facts 0' -a '(__xswarm_names personas)' -d 'The persona (default: the default persona).'
 
 # xswarm history forget
-complete -c xswarm -n '__xswarm_at 'history/forget'' -l all -d 'Forget every fact of this persona.'
-complete -c xswarm -n '__xswarm_at 'history/forget'' -s h -l help -d 'Show this message and exit.'
-complete -c xswarm -n '__xswarm_at 'history/forget' 0' -a '(__xswarm_names personas)' -d 'The persona whose memory to edit.'
+complete -c xswarm -n '__xswarm_at xswarm/history/forget' -l all -d 'Forget every fact of this persona.'
+complete -c xswarm -n '__xswarm_at xswarm/history/forget' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/history/forget 0' -a '(__xswarm_names personas)' -d 'The persona whose memory to edit.'
 
 # xswarm models
-complete -c xswarm -n '__xswarm_at 'models'' -a 'list' -d 'List known models: name, kind, quantisation, size, whether it is here, and wh...'
-complete -c xswarm -n '__xswarm_at 'models'' -a 'pull' -d 'Download a model into the Hugging Face cache (or generate a generated one).'
-complete -c xswarm -n '__xswarm_at 'models'' -a 'path' -d 'Print the directory holding a model\'s files (exit 1 if they are not all here).'
-complete -c xswarm -n '__xswarm_at 'models'' -a 'check' -d 'Load a model completely (LM, text tokenizer, Mimi) to prove its files are sound.'
-complete -c xswarm -n '__xswarm_at 'models'' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/models' -a 'list' -d 'List known models: name, kind, quantisation, size, whether it is here, and wh...'
+complete -c xswarm -n '__xswarm_at xswarm/models' -a 'pull' -d 'Download a model into the Hugging Face cache (or generate a generated one).'
+complete -c xswarm -n '__xswarm_at xswarm/models' -a 'path' -d 'Print the directory holding a model\'s files (exit 1 if they are not all here).'
+complete -c xswarm -n '__xswarm_at xswarm/models' -a 'check' -d 'Load a model completely (LM, text tokenizer, Mimi) to prove its files are sound.'
+complete -c xswarm -n '__xswarm_at xswarm/models' -s h -l help -d 'Show this message and exit.'
 
 # xswarm models list
-complete -c xswarm -n '__xswarm_at 'models/list'' -l json -d 'Print a JSON array of models.'
-complete -c xswarm -n '__xswarm_at 'models/list'' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/models/list' -l json -d 'Print a JSON array of models.'
+complete -c xswarm -n '__xswarm_at xswarm/models/list' -s h -l help -d 'Show this message and exit.'
 
 # xswarm models pull
-complete -c xswarm -n '__xswarm_at 'models/pull'' -s h -l help -d 'Show this message and exit.'
-complete -c xswarm -n '__xswarm_at 'models/pull' 0' -a '(__xswarm_names models)' -d 'Model name, from xswarm models list.'
+complete -c xswarm -n '__xswarm_at xswarm/models/pull' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/models/pull 0' -a '(__xswarm_names models)' -d 'Model name, from xswarm models list.'
 
 # xswarm models path
-complete -c xswarm -n '__xswarm_at 'models/path'' -s h -l help -d 'Show this message and exit.'
-complete -c xswarm -n '__xswarm_at 'models/path' 0' -a '(__xswarm_names models; __fish_complete_directories (commandline -ct))' -d 'Model name, or a checkpoint directory to check.'
+complete -c xswarm -n '__xswarm_at xswarm/models/path' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/models/path 0' -a '(__xswarm_names models; __fish_complete_directories (commandline -ct))' -d 'Model name, or a checkpoint directory to check.'
 
 # xswarm models check
-complete -c xswarm -n '__xswarm_at 'models/check'' -s q -l quantize -x -a '4 8' -d 'Load with 4- or 8-bit weights (model.q4/q8 or in memory).'
-complete -c xswarm -n '__xswarm_at 'models/check'' -l json -d 'Print the summary as JSON.'
-complete -c xswarm -n '__xswarm_at 'models/check'' -s h -l help -d 'Show this message and exit.'
-complete -c xswarm -n '__xswarm_at 'models/check' 0' -a '(__xswarm_names models; __fish_complete_directories (commandline -ct))' -d 'Model name, or a checkpoint directory.'
+complete -c xswarm -n '__xswarm_at xswarm/models/check' -s q -l quantize -x -a '4 8' -d 'Load with 4- or 8-bit weights (model.q4/q8 or in memory).'
+complete -c xswarm -n '__xswarm_at xswarm/models/check' -l json -d 'Print the summary as JSON.'
+complete -c xswarm -n '__xswarm_at xswarm/models/check' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/models/check 0' -a '(__xswarm_names models; __fish_complete_directories (commandline -ct))' -d 'Model name, or a checkpoint directory.'

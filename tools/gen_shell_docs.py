@@ -134,6 +134,10 @@ METAVARS: Final[Mapping[str, str]] = {
 }
 
 
+# Metavars by parameter name, where the name alone reads badly (--duration DURATION).
+NAME_METAVARS: Final[Mapping[str, str]] = {"duration": "SECONDS", "text": "TEXT"}
+
+
 # --- the CLI as plain data ------------------------------------------------------------
 
 
@@ -142,8 +146,9 @@ class Option:
     """One option of one command: every spelling, whether it takes a value, and which."""
 
     name: str  # the parameter's Python name
-    longs: tuple[str, ...]  # --persona (and a secondary --fast of --realtime/--fast)
+    longs: tuple[str, ...]  # --persona
     shorts: tuple[str, ...]  # -p
+    secondary: tuple[str, ...]  # the off switch of an on/off pair: --fast of --realtime/--fast
     help: str
     values: Values | None  # None: a flag
     metavar: str
@@ -152,7 +157,18 @@ class Option:
 
     @property
     def spellings(self) -> tuple[str, ...]:
+        return (*self.shorts, *self.longs, *self.secondary)
+
+    @property
+    def primary(self) -> tuple[str, ...]:
         return (*self.shorts, *self.longs)
+
+    def switches(self) -> list[tuple[tuple[str, ...], str]]:
+        """(spellings, help) for menus: an off switch gets its own line and text."""
+        pairs = [(self.primary, self.help)]
+        off = f"The opposite of {self.longs[0] if self.longs else self.shorts[0]}."
+        pairs += [((s,), off) for s in self.secondary]
+        return pairs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +277,11 @@ def _metavar(param: Any, values: Values) -> str:
         return "DIR"
     if values.kind == "choices":
         return "|".join(values.choices)
+    if param.name in NAME_METAVARS:
+        return NAME_METAVARS[param.name]
+    annotation = param.type_descriptor.annotation
+    if annotation is int:
+        return "N"
     return str(param.name).upper().replace("_", "-")
 
 
@@ -284,14 +305,14 @@ def _range(param: Any) -> str:
 
 
 def _option(key: str, param: Any) -> Option:
-    spellings = [*param.opts, *param.secondary_opts]
     flag = bool(getattr(param, "is_flag", False))
     values = None if flag else value_of(key, param)
     envvar = param.envvar if isinstance(param.envvar, str) else None
     return Option(
         name=param.name,
-        longs=tuple(s for s in spellings if s.startswith("--")),
-        shorts=tuple(s for s in spellings if not s.startswith("--")),
+        longs=tuple(s for s in param.opts if s.startswith("--")),
+        shorts=tuple(s for s in param.opts if not s.startswith("--")),
+        secondary=tuple(param.secondary_opts),
         help=(getattr(param, "help", None) or "").strip() + _range(param),
         values=values,
         metavar="" if values is None else _metavar(param, values),
@@ -367,8 +388,8 @@ def describe(root: Any | None = None) -> Command:
 
 
 def sh_single(text: str) -> str:
-    """``text`` as one single-quoted word for sh, bash, zsh and fish."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "'\\''") + "'"
+    """``text`` as one single-quoted word for sh, bash and zsh (not fish: see fish_single)."""
+    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def fish_single(text: str) -> str:
@@ -565,9 +586,9 @@ _xswarm_names() {
 
 
 def _zsh_desc(text: str) -> str:
-    """Text for inside ``[...]`` of an _arguments spec (brackets and colons escaped)."""
+    """Text for inside ``[...]`` of an _arguments spec (backslashes and brackets escaped)."""
     text = first_sentence(text)
-    return text.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]").replace(":", "\\:")
+    return text.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
 
 
 def _zsh_action(values: Values) -> str:
@@ -578,7 +599,8 @@ def _zsh_action(values: Values) -> str:
     if values.kind == "choices":
         return "(" + " ".join(values.choices) + ")"
     if values.kind == "names":
-        return f"_xswarm_names {values.names}" + (" dirs" if values.or_dirs else "")
+        # {...}: run as code, without the description options _arguments adds to a command
+        return "{_xswarm_names " + values.names + (" dirs" if values.or_dirs else "") + "}"
     return " "
 
 
@@ -589,25 +611,24 @@ def _zsh_message(metavar: str) -> str:
 def _zsh_option_specs(command: Command) -> list[str]:
     specs = []
     for o in command.options:
-        spellings = o.spellings
-        if "--help" in spellings:
+        if "--help" in o.spellings:
             exclusion = "(- *)"
-        elif len(spellings) > 1:
-            exclusion = "(" + " ".join(spellings) + ")"
+        elif len(o.spellings) > 1:
+            exclusion = "(" + " ".join(o.spellings) + ")"  # each spelling excludes the others
         else:
             exclusion = ""
         tail = ""
         if o.values is not None:
             tail = f":{_zsh_message(o.metavar)}:{_zsh_action(o.values)}"
-        body = f"[{_zsh_desc(o.help)}]{tail}"
-        if len(spellings) > 1:
-            # e.g. '(-p --persona)'{-p,--persona}'[help]:persona:action'
-            specs.append(
-                sh_single(exclusion) + "{" + ",".join(spellings) + "}" + sh_single(body)
-            )
-        else:
-            eq = "=" if o.values is not None and spellings[0].startswith("--") else ""
-            specs.append(sh_single(f"{exclusion}{spellings[0]}{eq}{body}"))
+        for spellings, text in o.switches():
+            # the value as the next word, as --help shows it (no `--persona=` insertion)
+            body = f"[{_zsh_desc(text)}]{tail}"
+            if len(spellings) > 1:  # '(-p --persona)'{-p,--persona}'[help]:persona:action'
+                specs.append(
+                    sh_single(exclusion) + "{" + ",".join(spellings) + "}" + sh_single(body)
+                )
+            else:
+                specs.append(sh_single(f"{exclusion}{spellings[0]}{body}"))
     return specs
 
 
@@ -683,9 +704,14 @@ ZSH_HELPERS: Final = r"""
 # with a second argument, directories too (a model name or a checkpoint directory).
 _xswarm_names() {
     local -a items
-    local line
+    local line name desc
     for line in ${(f)"$(command xswarm _complete $1 2>/dev/null)"}; do
-        items+=("${${line%%$'\t'*}//:/\\:}:${line#*$'\t'}")
+        name=${${line%%$'\t'*}//:/\\:} desc=${line#*$'\t'}
+        if [[ -n $desc && $desc != $line ]]; then
+            items+=("$name:$desc")
+        else
+            items+=("$name")
+        fi
     done
     _describe -t $1 ${1//-/ } items
     [[ -n $2 ]] && _files -/
@@ -710,22 +736,29 @@ def _fish_action(values: Values) -> str:
     return "-x"
 
 
+def _fish_key(command: Command) -> str:
+    """``xswarm/models/list``: a command's path as the fish script names it (no quoting needed)."""
+    key = "/".join([PROG, *command.path])
+    assert re.fullmatch(r"[A-Za-z0-9_/-]+", key), key
+    return key
+
+
 def render_fish(tree: Command) -> str:
     commands = list(tree.walk())
     value_patterns = [
-        f"{c.key}:{s}" for c in commands for o in _value_options(c) for s in o.spellings
+        f"{_fish_key(c)}:{s}" for c in commands for o in _value_options(c) for s in o.spellings
     ]
-    sub_patterns = [f"{c.key}:{s.path[-1]}" for c in commands for s in c.subcommands]
+    sub_patterns = [f"{_fish_key(c)}:{s.path[-1]}" for c in commands for s in c.subcommands]
     out = [
         _header(
             "#",
             "fish",
             ["copy it to ~/.config/fish/completions/xswarm.fish"],
         ),
-        "# Print the command path so far (talk, models/list, ...) and how many",
-        "# positional arguments it has already been given, on two lines.",
+        "# Print the command path so far (xswarm, xswarm/talk, xswarm/models/list, ...)",
+        "# and how many positional arguments it has already been given, on two lines.",
         "function __xswarm_state",
-        "    set -l path ''",
+        "    set -l path xswarm",
         "    set -l npos 0",
         "    set -l skip 0",
         "    for word in (commandline -opc)[2..-1]",
@@ -737,11 +770,7 @@ def render_fish(tree: Command) -> str:
         "            case " + " ".join(fish_single(p) for p in value_patterns),
         "                set skip 1",
         "            case " + " ".join(fish_single(p) for p in sub_patterns),
-        "                if test -n \"$path\"",
-        "                    set path $path/$word",
-        "                else",
-        "                    set path $word",
-        "                end",
+        "                set path $path/$word",
         "                set npos 0",
         "            case '*:-*'",
         "            case '*'",
@@ -773,7 +802,7 @@ def render_fish(tree: Command) -> str:
         "complete -c xswarm -f  # no file names unless an option or argument takes one",
     ]
     for c in commands:
-        at = fish_single(c.key)
+        at = _fish_key(c)
         out.append("")
         out.append(f"# xswarm {' '.join(c.path)}".rstrip())
         for sub in c.subcommands:
@@ -782,13 +811,13 @@ def render_fish(tree: Command) -> str:
                 f"-d {fish_single(first_sentence(sub.summary))}"
             )
         for o in c.options:
-            words = [f"complete -c xswarm -n '__xswarm_at {at}'"]
-            words += [f"-s {s[1:]}" for s in o.shorts]
-            words += [f"-l {s[2:]}" for s in o.longs]
-            if o.values is not None:
-                words.append(_fish_action(o.values))
-            words.append(f"-d {fish_single(first_sentence(o.help))}")
-            out.append(" ".join(words))
+            for spellings, text in o.switches():
+                words = [f"complete -c xswarm -n '__xswarm_at {at}'"]
+                words += [f"-l {x[2:]}" if x.startswith("--") else f"-s {x[1:]}" for x in spellings]
+                if o.values is not None:
+                    words.append(_fish_action(o.values))
+                words.append(f"-d {fish_single(first_sentence(text))}")
+                out.append(" ".join(words))
         for place, arg in enumerate(c.arguments):
             n = f"{place}+" if arg.variadic else str(place)
             action = _fish_action(arg.values)
@@ -805,13 +834,17 @@ def render_fish(tree: Command) -> str:
 
 # --- man page -------------------------------------------------------------------------
 
-_OPTION_WORD: Final = re.compile(r"(?<![\w-])(-{1,2})(?=[A-Za-z])")
+_OPTION_WORD: Final = re.compile(r"(?<![\w-])--?[A-Za-z][\w-]*")  # -p, --input-device
 
 
 def roff_text(text: str) -> str:
-    """Prose for a roff line: backslashes escaped, option dashes as ``\\-``."""
+    """Prose for a roff line: backslashes escaped, the dashes of options as ``\\-``.
+
+    Other hyphens (full-duplex) stay hyphens; an option's are minus signs, so that
+    the rendered page can be searched and copied from.
+    """
     text = text.replace("\\", "\\e")
-    text = _OPTION_WORD.sub(lambda m: "\\-" * len(m.group(1)), text)
+    text = _OPTION_WORD.sub(lambda m: m.group(0).replace("-", "\\-"), text)
     return _roff_line_start(text)
 
 
