@@ -516,3 +516,75 @@ def test_pull_fetches_the_files_the_config_names_once(
     fetched.clear()
     pull_files(spec)  # everything cached: nothing fetched again
     assert fetched == []
+
+
+# --- PyTorch-format LM (how the TTS checkpoint is published) ---------------------
+
+
+def _pytorch_lm_state(model: mm.Lm, config: mm.LmConfig) -> dict[str, mx.array]:
+    """An MLX Lm's weights in PyTorch moshi naming: the inverse of Lm.load_pytorch_weights."""
+    params = dict(tree_flatten(model.parameters()))
+    state: dict[str, mx.array] = {"out_norm.alpha": params["out_norm.weight"][None, None]}
+    for name in ("text_emb.weight", "text_linear.weight"):
+        state[name] = params[name]
+    for i in range(config.audio_codebooks):
+        state[f"emb.{i}.weight"] = params[f"audio_embs.{i}.weight"]
+    for name, value in params.items():
+        if name.startswith("transformer."):
+            if name.endswith((".norm1.weight", ".norm2.weight")):
+                state[name.replace(".weight", ".alpha")] = value[None, None]
+            else:
+                state[name.replace(".in_proj.weight", ".in_proj_weight")] = value
+    slices = config.depformer.num_slices
+    for i in range(slices):
+        p = f"depformer.slices.{i}"
+        state[f"depformer_in.{i}.weight"] = params[f"{p}.linear_in.weight"]
+        state[f"linears.{i}.weight"] = params[f"{p}.linear_out.weight"]
+        emb = "depformer_text_emb.weight" if i == 0 else f"depformer_emb.{i - 1}.weight"
+        state[emb] = params[f"{p}.emb.weight"]
+    for layer in range(config.depformer.transformer.num_layers):
+        q = f"depformer.layers.{layer}"
+        first = f"depformer.slices.0.transformer.layers.{layer}"
+        state[f"{q}.norm1.alpha"] = params[f"{first}.norm1.weight"][None, None]
+        state[f"{q}.norm2.alpha"] = params[f"{first}.norm2.weight"][None, None]
+        for part in ("in_proj", "out_proj"):
+            state[f"{q}.self_attn.{part}{'_weight' if part == 'in_proj' else '.weight'}"] = (
+                mx.concatenate(
+                    [
+                        params[
+                            f"depformer.slices.{i}.transformer.layers.{layer}.self_attn.{part}.weight"
+                        ]
+                        for i in range(slices)
+                    ]
+                )
+            )
+        for i in range(slices):
+            p = f"depformer.slices.{i}.transformer.layers.{layer}"
+            for lin in ("linear_in", "linear_out"):
+                state[f"{q}.gating.{i}.{lin}.weight"] = params[f"{p}.gating.{lin}.weight"]
+    return state
+
+
+def test_pytorch_format_lm_loads_through_load_pytorch_weights(
+    tmp_path: Path, tiny_random: ResolvedModel
+) -> None:
+    model, config = load_lm(tiny_random)
+    # PyTorch naming has one norm per depformer layer, shared by the slices: the
+    # generated norms are all ones, so nothing is lost going there and back.
+    norms = [s.transformer.layers[0].norm1.weight for s in model.depformer.slices]
+    assert all(mx.array_equal(n, norms[0]).item() for n in norms)
+    directory = copy_model(tiny_random, tmp_path / "tts")
+    raw = json.loads((directory / "config.json").read_text())
+    raw.update(model_type="tts", moshi_name="tts_weights.safetensors")
+    (directory / "config.json").write_text(json.dumps(raw))
+    mx.save_safetensors(
+        str(directory / "tts_weights.safetensors"), _pytorch_lm_state(model, config)
+    )
+    resolved = resolve_directory(directory)
+    assert (resolved.kind, resolved.spec.weights_format) == ("tts", "pytorch")
+    progress: list[tuple[int, int]] = []
+    loaded, _ = load_lm(resolved, progress=lambda d, t: progress.append((d, t)))
+    a, b = dict(tree_flatten(model.parameters())), dict(tree_flatten(loaded.parameters()))
+    assert a.keys() == b.keys()
+    assert all(mx.array_equal(a[k], b[k]).item() for k in a)
+    assert progress[-1][0] == progress[-1][1] > 0
