@@ -282,6 +282,24 @@ def test_unknown_input_device_lists_devices_and_suggests_a_file(model_home: dict
     assert "--input FILE" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_no_sound_device_at_all_suggests_files(tmp_path: Path, model_home: dict[str, str]) -> None:
+    # No sound card and no PulseAudio server: PortAudio lists no device.
+    env = {
+        **model_home,
+        "PULSE_SERVER": "unix:/nonexistent/pulse",
+        "XDG_RUNTIME_DIR": "/nonexistent",
+    }
+    result = run_xswarm("talk", "--model", MODEL, env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("xswarm: error: no input device found")
+    assert "--input FILE" in result.stderr
+    write_tone(tmp_path / "in.wav", 0.5)
+    result = run_xswarm("talk", "--model", MODEL, "--input", str(tmp_path / "in.wav"), env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("xswarm: error: no output device found")
+    assert "--output FILE" in result.stderr
+
+
 def test_no_portaudio_names_the_fix(model_home: dict[str, str]) -> None:
     env = dict(model_home)
     env["PYTHONPATH"] = os.pathsep.join(
