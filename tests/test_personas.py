@@ -189,6 +189,8 @@ def _copy_source_tree(destination: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     shutil.copytree(REPO / "xswarm", tree / "xswarm", symlinks=True, ignore=ignore)
     shutil.copytree(REPO / "personas", tree / "personas", ignore=ignore)
+    for data in ("man", "completions"):  # pyproject's data-files (tests/test_shell_docs.py)
+        shutil.copytree(REPO / data, tree / data, ignore=ignore)
     return tree
 
 
