@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -396,3 +397,41 @@ def test_help_names_the_man_page() -> None:
     result = run_xswarm("--help")
     assert result.returncode == 0
     assert "man xswarm" in result.stdout
+
+
+# --- installed with the package -------------------------------------------------------------
+
+DATA_FILES = {
+    "share/man/man1/xswarm.1": "man/xswarm.1",
+    "share/bash-completion/completions/xswarm.bash": "completions/xswarm.bash",
+    "share/zsh/site-functions/_xswarm": "completions/_xswarm",
+    "share/fish/vendor_completions.d/xswarm.fish": "completions/xswarm.fish",
+}
+
+
+def test_wheel_installs_the_man_page_and_completions(tmp_path: Path) -> None:
+    # A real wheel (~7 s) from a copy of what it is built from: the data files land
+    # under <prefix>/share, where man-db (via PATH) and bash-completion look.
+    tree = tmp_path / "src"
+    tree.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, tree / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for directory in ("xswarm", "personas", "man", "completions"):
+        shutil.copytree(ROOT / directory, tree / directory, symlinks=True, ignore=ignore)
+    out = tmp_path / "wheel"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(tree), "--no-deps", "-q", "-w", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert build.returncode == 0, build.stderr
+    (wheel,) = out.glob("xswarm-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        data = {
+            name.split(".data/data/", 1)[1]: archive.read(name)
+            for name in archive.namelist()
+            if ".data/data/" in name
+        }
+    assert sorted(data) == sorted(DATA_FILES)
+    for installed, source in DATA_FILES.items():
+        assert data[installed] == (ROOT / source).read_bytes(), installed
