@@ -18,6 +18,10 @@ Segment masks say where each signal is active, so measures never have to
 guess. :func:`erle_db` and :func:`energy_change_db` are the two measures the
 echo issue asks for.
 
+:func:`play_through_null_sink` is the other room: the real speaker and mic
+actors on the PulseAudio null sink, whose monitor hears exactly what is
+played, after an unknown delay (:func:`loopback_delay` measures it afterwards).
+
 The synthesisers run once per sentence and process (``functools.cache``);
 ``record`` itself is deterministic for given arguments.
 """
@@ -29,14 +33,18 @@ import functools
 import io
 import subprocess
 import tempfile
+import time
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import soundfile as sf
 import soxr
 
 from xswarm.audio import FRAME_SAMPLES, SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from xswarm.audio.aec import EchoCanceller
 
 FAR_SENTENCES: Final = (
     "Good evening. The forecast for tomorrow is mostly sunny, with a light breeze "
@@ -139,7 +147,7 @@ class Recording:
         ]
 
 
-def _above(signal: np.ndarray, rms: float, *, widen: int = 0) -> np.ndarray:
+def above(signal: np.ndarray, rms: float, *, widen: int = 0) -> np.ndarray:
     """Per-sample mask of 20 ms blocks whose RMS is above ``rms``, widened by ``widen``
     blocks on each side."""
     blocks = signal[: len(signal) // ACTIVITY_BLOCK * ACTIVITY_BLOCK].reshape(-1, ACTIVITY_BLOCK)
@@ -203,9 +211,9 @@ def record(
     mic = (echo + near + noise).astype(np.float32)
 
     # "Only" means the other signal is absent altogether, its quiet tails included.
-    echo_active, near_active = _above(echo, ACTIVE_RMS), _above(near, ACTIVE_RMS)
-    echo_present = _above(echo, PRESENT_RMS, widen=1)
-    near_present = _above(near, PRESENT_RMS, widen=1)
+    echo_active, near_active = above(echo, ACTIVE_RMS), above(near, ACTIVE_RMS)
+    echo_present = above(echo, PRESENT_RMS, widen=1)
+    near_present = above(near, PRESENT_RMS, widen=1)
     return Recording(
         far=far,
         near=near,
@@ -244,3 +252,92 @@ def after(mask: np.ndarray, seconds: float) -> np.ndarray:
     cut = mask.copy()
     cut[: round(seconds * SAMPLE_RATE)] = False
     return cut
+
+
+# --- the null sink: a real loopback -------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopbackRun:
+    """One run through the null sink: what was played, captured and cancelled, frame-aligned
+    (sample ``i`` of each belongs to the same pipeline step)."""
+
+    played: np.ndarray  # the reference: the frame handed to the speaker at each step
+    mic: np.ndarray  # what the monitor (the mic actor) captured
+    out: np.ndarray  # the canceller's output
+    underruns: int  # playback underruns: each one shifts the delay by what was missing
+    seconds_per_frame: list[float]  # wall time of each canceller call
+    delays: list[float | None]  # the canceller's delay in use after each frame
+
+    def delay_changes(self) -> list[float]:
+        """Times (s from the start) at which the canceller changed its delay."""
+        return [
+            i * FRAME_SAMPLES / SAMPLE_RATE
+            for i in range(1, len(self.delays))
+            if self.delays[i] != self.delays[i - 1]
+        ]
+
+
+async def play_through_null_sink(far: np.ndarray, canceller: EchoCanceller) -> LoopbackRun:
+    """Play ``far`` with the speaker actor and capture the sink's monitor with the mic
+    actor (the default devices: run inside the PulseAudio fixture), cancelling online.
+
+    Paced like the inference actor: each captured frame releases the next frame to
+    play, and that frame is the reference paired with the captured one. Ends when
+    ``far`` has been handed over; cap it with ``trio.fail_after``.
+    """
+    import trio
+
+    from xswarm.audio.devices import StreamStats, mic_actor, speaker_actor
+    from xswarm.audio.frame import AudioFrame
+    from xswarm.audio.jitter import JitterBuffer
+    from xswarm.runtime import Overflow, open_channel
+
+    far = np.pad(far, (0, -len(far) % FRAME_SAMPLES)).astype(np.float32)
+    frames = far.reshape(-1, FRAME_SAMPLES)
+    mic_tx, mic_rx = open_channel("mic", 8, overflow=Overflow.DROP_OLDEST)
+    spk_tx, spk_rx = open_channel("speaker", 8, overflow=Overflow.DROP_OLDEST)
+    buffer = JitterBuffer()
+    captured: list[np.ndarray] = []
+    outs: list[np.ndarray] = []
+    seconds: list[float] = []
+    delays: list[float | None] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            lambda task_status: speaker_actor(spk_rx, buffer=buffer, task_status=task_status)
+        )
+        await nursery.start(
+            lambda task_status: mic_actor(mic_tx, stats=StreamStats(), task_status=task_status)
+        )
+        async for frame in mic_rx:
+            step = len(captured)
+            if step >= len(frames):
+                break
+            spk_tx.send_nowait(AudioFrame(frames[step], step, time.monotonic()))
+            captured.append(frame.pcm)
+            started = time.perf_counter()
+            outs.append(canceller.process(frame.pcm, frames[step]))
+            seconds.append(time.perf_counter() - started)
+            delays.append(canceller.stats.delay_seconds)
+        nursery.cancel_scope.cancel()
+    return LoopbackRun(
+        played=far,
+        mic=np.concatenate(captured),
+        out=np.concatenate(outs),
+        underruns=buffer.stats().underruns,
+        seconds_per_frame=seconds,
+        delays=delays,
+    )
+
+
+def loopback_delay(
+    played: np.ndarray, captured: np.ndarray, *, since: float = 0.0, max_delay: float = 1.0
+) -> float:
+    """The delay of ``played`` in ``captured`` from ``since`` (s) on, by plain
+    cross-correlation over the whole stretch (an underrun moves the delay: measure
+    after the last one)."""
+    captured = captured.copy()
+    captured[: round(since * SAMPLE_RATE)] = 0
+    n = 1 << (len(played) + len(captured)).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(captured, n) * np.conj(np.fft.rfft(played, n)), n)
+    return int(np.argmax(corr[: round(max_delay * SAMPLE_RATE)])) / SAMPLE_RATE
