@@ -130,16 +130,24 @@ class TalkConfig:
 class StepLike(Protocol):
     """What the inference actor reads of an engine step (``inference.moshi.StepResult``)."""
 
-    text_token: int
-    text: str | None
-    pcm: np.ndarray
-    seconds: float
+    @property
+    def text_token(self) -> int: ...
+
+    @property
+    def text(self) -> str | None: ...
+
+    @property
+    def pcm(self) -> np.ndarray: ...
+
+    @property
+    def seconds(self) -> float: ...
 
 
 class EngineLike(Protocol):
     """The engine the inference actor drives (``MoshiEngine``); lives on the MLX thread."""
 
-    seed: int
+    @property
+    def seed(self) -> int: ...
 
     def step(self, pcm: np.ndarray) -> StepLike: ...
 
