@@ -402,3 +402,26 @@ async def test_audio_frames_keep_capture_time_for_latency(tmp_path: Path) -> Non
         await run_talk(config, talk_io, parts(FakeEngine(), sink_actor=sink))
     assert [f.index for f in captured] == [0, 1, 2, 3, 4]
     assert all(f.t_capture <= time.monotonic() for f in captured)
+
+
+ALSA_PROBE = """
+import ctypes, ctypes.util, sys
+if sys.argv[1] == "mute":
+    from xswarm.talk import mute_alsa_messages
+    mute_alsa_messages()
+lib = ctypes.CDLL(ctypes.util.find_library("asound"))
+pcm = ctypes.c_void_p()
+print(lib.snd_pcm_open(ctypes.byref(pcm), b"no_such_pcm_xyz", 0, 0))
+"""
+
+
+@pytest.mark.parametrize("mode", ["loud", "mute"])
+def test_alsa_notices_are_muted_while_the_status_line_is_live(mode: str) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", ALSA_PROBE, mode], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "-2"  # ENOENT: the PCM does not exist either way
+    assert ("Unknown PCM no_such_pcm_xyz" in result.stderr) is (mode == "loud")

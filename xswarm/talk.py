@@ -590,6 +590,8 @@ async def run_talk(
                 drops=drops + extra.get("drops", 0), underruns=extra.get("underruns", 0)
             )
 
+        if (extra.get("mic_stats") or extra.get("speaker_stats")) and io.stderr_tty:
+            mute_alsa_messages()
         # With --output - the audio owns stdout: the transcript goes to stderr instead.
         audio_on_stdout = config.output_path == "-"
         text_out = io.stderr if audio_on_stdout else io.stdout
@@ -702,6 +704,42 @@ async def run_talk(
         # The reader went away (``| head -1``): the CLI ends quietly with exit 0.
         raise BrokenPipeError("stdout was closed")
     return summary
+
+
+_alsa_handler: Any = None  # kept alive: libasound holds a raw pointer to it
+
+
+def mute_alsa_messages() -> None:
+    """Stop libasound from printing its own notices (``ALSA lib pcm.c: underrun occurred``).
+
+    libasound writes them straight to file descriptor 2, through the middle of
+    the live status line. Nothing is lost by muting them while that line is
+    shown: xrun flags and underruns are counted (``StreamStats.xruns``, the
+    jitter buffer) and reported in the status line and the summary. A no-op
+    where there is no ALSA (macOS) or it cannot be loaded.
+    """
+    global _alsa_handler
+    if _alsa_handler is not None:
+        return
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("asound")
+    if name is None:
+        return
+    try:
+        library = ctypes.CDLL(name)
+        # void handler(const char *file, int line, const char *function, int err,
+        # const char *fmt, ...): the variadic tail is ignored by a callback that stops
+        # at fmt (the x86-64 and arm64 C ABIs pass it in registers or on the stack).
+        prototype = ctypes.CFUNCTYPE(
+            None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p
+        )
+        handler = prototype(lambda *_: None)
+        library.snd_lib_error_set_handler(handler)
+    except (OSError, AttributeError):
+        return
+    _alsa_handler = handler
 
 
 def _discard(opened: list[Any], created: list[Path]) -> None:
