@@ -435,3 +435,38 @@ def test_wheel_installs_the_man_page_and_completions(tmp_path: Path) -> None:
     assert sorted(data) == sorted(DATA_FILES)
     for installed, source in DATA_FILES.items():
         assert data[installed] == (ROOT / source).read_bytes(), installed
+
+
+# --- README's map of the tree -----------------------------------------------------------------
+
+
+def _architecture_block() -> str:
+    section = (ROOT / "README.md").read_text().split("## Architecture", 1)[1]
+    match = re.search(r"```\n(.*?)```", section, re.S)
+    assert match, "README's Architecture section has no tree"
+    return match.group(1)
+
+
+def test_readme_architecture_is_true_to_the_tree() -> None:
+    block = _architecture_block()
+    package = ROOT / "xswarm"
+    unnamed = [
+        str(path.relative_to(ROOT))
+        for path in sorted(package.rglob("*.py"))
+        if path.name not in ("__init__.py", "__main__.py")
+        and path.parent.name != "cli"  # the map says: one module per command
+        and not re.search(rf"\b{re.escape(path.name)}\b", block)
+    ]
+    unnamed += [
+        f"{path.relative_to(ROOT)}/"
+        for path in sorted(package.iterdir())
+        if path.is_dir() and (path / "__init__.py").exists() and f"{path.name}/" not in block
+    ]
+    assert not unnamed, f"README's Architecture section does not name: {', '.join(unnamed)}"
+    everything = {p.name for p in ROOT.rglob("*") if ".git" not in p.parts}
+    named_files = set(re.findall(r"(?<![\w.-])[\w.-]+\.(?:py|bash|fish|sh|in)\b", block))
+    ghosts = sorted(named_files - everything)
+    ghosts += [
+        entry for entry in re.findall(r"^([\w.-]+)/", block, re.M) if not (ROOT / entry).is_dir()
+    ]
+    assert not ghosts, f"README's Architecture section names what does not exist: {ghosts}"
