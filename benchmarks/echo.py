@@ -60,7 +60,7 @@ class Aec3Alone:
     """WebRTC AEC3 with no alignment in front: the baseline."""
 
     def __init__(self) -> None:
-        from pywebrtc_audio import AudioProcessor  # type: ignore[import-untyped]
+        from pywebrtc_audio import AudioProcessor
 
         self._apm = AudioProcessor(sample_rate=SAMPLE_RATE, echo_cancellation=True)
 

@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
-import soundfile as sf
-import soxr
+import soundfile as sf  # type: ignore[import-untyped]
+import soxr  # type: ignore[import-untyped]
 
 from xswarm.audio import FRAME_SAMPLES, SAMPLE_RATE
 
@@ -291,10 +291,14 @@ async def play_through_null_sink(far: np.ndarray, canceller: EchoCanceller) -> L
     from xswarm.audio.devices import StreamStats, mic_actor, speaker_actor
     from xswarm.audio.frame import AudioFrame
     from xswarm.audio.jitter import JitterBuffer
-    from xswarm.runtime import Overflow, open_channel
+    from xswarm.runtime import Overflow, Receiver, Sender, open_channel
 
     far = np.pad(far, (0, -len(far) % FRAME_SAMPLES)).astype(np.float32)
     frames = far.reshape(-1, FRAME_SAMPLES)
+    mic_tx: Sender[AudioFrame]
+    mic_rx: Receiver[AudioFrame]
+    spk_tx: Sender[AudioFrame]
+    spk_rx: Receiver[AudioFrame]
     mic_tx, mic_rx = open_channel("mic", 8, overflow=Overflow.DROP_OLDEST)
     spk_tx, spk_rx = open_channel("speaker", 8, overflow=Overflow.DROP_OLDEST)
     buffer = JitterBuffer()
