@@ -305,7 +305,7 @@ def _range(param: Any) -> str:
 
 
 def _option(key: str, param: Any) -> Option:
-    flag = bool(getattr(param, "is_flag", False))
+    flag = bool(getattr(param, "is_flag", False) or getattr(param, "count", False))  # -vvv
     values = None if flag else value_of(key, param)
     envvar = param.envvar if isinstance(param.envvar, str) else None
     return Option(
