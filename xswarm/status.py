@@ -182,6 +182,7 @@ class LiveDisplay:
         self._partial_written = 0  # chars of _partial already written (no-live mode)
         self._status = ""
         self._drawn = False  # live lines are on screen
+        self._partial_on_screen = False  # the drawn live lines include the partial line
         self._cursor_hidden = False
         self._closed = False
 
@@ -190,29 +191,36 @@ class LiveDisplay:
         return self._fixed_width or terminal_width(self._err)
 
     # -- drawing ---------------------------------------------------------------
+    #
+    # Each redraw is built as one string and written to stderr in one call, so
+    # a terminal (or tmux's capture) never shows a half-drawn state: the
+    # unfinished transcript line is drawn on stderr too while it is live, and
+    # only committed lines go to stdout.
 
-    def _erase(self) -> None:
+    def _erase_seq(self) -> str:
         if not self._drawn:
-            return
-        self._err.write(ERASE_LINE)
-        if self._partial and self._stdout_tty:
-            self._err.write(CURSOR_UP + ERASE_LINE)
-        self._err.flush()
+            return ""
         self._drawn = False
+        return ERASE_LINE + (CURSOR_UP + ERASE_LINE if self._partial_on_screen else "")
 
-    def _draw(self) -> None:
+    def _draw_seq(self) -> str:
         if not self.show_live or self._closed:
-            return
+            return ""
+        seq = ""
         if not self._cursor_hidden:
-            self._err.write(HIDE_CURSOR)
+            seq += HIDE_CURSOR
             self._cursor_hidden = True
             self._echo_off()
-        if self._partial and self._stdout_tty:
-            self._out.write(self._partial + "\n")
-            self._out.flush()
-        self._err.write(self._status)
-        self._err.flush()
+        self._partial_on_screen = bool(self._partial) and self._stdout_tty
+        if self._partial_on_screen:
+            seq += self._partial + "\n"
         self._drawn = True
+        return seq + self._status
+
+    def _write_err(self, text: str) -> None:
+        if text:
+            self._err.write(text)
+            self._err.flush()
 
     # -- what callers use --------------------------------------------------------
 
@@ -220,75 +228,64 @@ class LiveDisplay:
         """Replace the status (or load bar) line; a no-op unless live output is on."""
         if not self.show_live or self._closed:
             return
-        if self._drawn and not (self._partial and self._stdout_tty):
-            self._err.write(ERASE_LINE + line)
-            self._err.flush()
-            self._status = line
-            return
-        self._erase()
+        erase = self._erase_seq()
         self._status = line
-        self._draw()
+        self._write_err(erase + self._draw_seq())
 
     def clear_status(self) -> None:
         """Take the status line off the screen (a finished load bar is transient)."""
-        self._erase()
+        if self._closed:
+            return
+        erase = self._erase_seq()
         self._status = ""
+        self._write_err(erase + (self._draw_seq() if self._partial else ""))
 
     def print_line(self, text: str) -> None:
         """Write one whole line of data to stdout, above the live lines."""
-        if self._closed:
-            self._out.write(text + "\n")
-            self._out.flush()
-            return
-        self._erase()
-        self._flush_partial_inline()
+        if not self._closed:
+            self._write_err(self._erase_seq())
+            self._flush_partial_inline()
         self._out.write(text + "\n")
         self._out.flush()
-        self._draw()
+        if not self._closed:
+            self._write_err(self._draw_seq())
 
     def print_err_line(self, text: str) -> None:
         """Write one line for people to stderr, above the live lines (a notice, the summary)."""
         if self._closed:
-            self._err.write(text + "\n")
-            self._err.flush()
+            self._write_err(text + "\n")
             return
-        self._erase()
-        self._flush_partial_inline()  # an unfinished transcript line ends before a notice
-        self._out.flush()
-        self._err.write(text + "\n")
-        self._err.flush()
-        self._draw()
+        erase = self._erase_seq()
+        if self._partial:  # an unfinished transcript line ends before a notice
+            self._write_err(erase)
+            erase = ""
+            self._flush_partial_inline()
+            self._out.flush()
+        self._write_err(erase + text + "\n" + self._draw_seq())
 
     def set_partial(self, text: str) -> None:
         """Show ``text`` as the unfinished transcript line (it only ever grows until committed)."""
         if self._closed:
             return
         if self.show_live and self._stdout_tty:
-            self._erase()
+            erase = self._erase_seq()
             self._partial = text
-            self._draw()
+            self._write_err(erase + self._draw_seq())
             return
         # No live lines: write the new characters as they come.
-        self._erase()
         self._out.write(text[self._partial_written :])
         self._out.flush()
         self._partial = text
         self._partial_written = len(text)
-        self._draw()
 
     def commit_partial(self) -> None:
-        """End the unfinished transcript line: it scrolls up and stays."""
+        """End the unfinished transcript line: it scrolls up and stays (on stdout)."""
         if not self._partial or self._closed:
             return
-        self._erase()
-        if self.show_live and self._stdout_tty:
-            self._out.write(self._partial + "\n")
-        else:
-            self._out.write(self._partial[self._partial_written :] + "\n")
+        self._write_err(self._erase_seq())
+        self._flush_partial_inline()
         self._out.flush()
-        self._partial = ""
-        self._partial_written = 0
-        self._draw()
+        self._write_err(self._draw_seq())
 
     def _flush_partial_inline(self) -> None:
         # A whole line is about to be printed: an unfinished transcript line ends first.
@@ -339,7 +336,7 @@ class LiveDisplay:
         if self._closed:
             return
         try:
-            self._erase()
+            self._write_err(self._erase_seq())
             self._flush_partial_inline()
             self._out.flush()
         except (OSError, ValueError):
