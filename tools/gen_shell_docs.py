@@ -194,6 +194,7 @@ class Command:
     options: tuple[Option, ...]
     arguments: tuple[Argument, ...]
     subcommands: tuple[Command, ...]
+    optional_subcommand: bool = False  # a group that does something alone (`xswarm history`)
 
     @property
     def key(self) -> str:
@@ -214,7 +215,7 @@ class Command:
         if self.options:
             words.append("[OPTIONS]")
         if self.is_group:
-            words.append("COMMAND [ARGS]...")
+            words.append("[COMMAND [ARGS]...]" if self.optional_subcommand else "COMMAND [ARGS]...")
         for arg in self.arguments:
             word = arg.metavar + ("..." if arg.variadic else "")
             if not arg.required and not arg.metavar.startswith("["):
@@ -296,11 +297,11 @@ def _default(param: Any) -> str | None:
 def _range(param: Any) -> str:
     low, high = getattr(param, "min", None), getattr(param, "max", None)
     if low is not None and high is not None:
-        return f" ({low} to {high})"
+        return f" From {low} to {high}."
     if low is not None:
-        return f" (at least {low})"
+        return f" At least {low}."
     if high is not None:
-        return f" (at most {high})"
+        return f" At most {high}."
     return ""
 
 
@@ -376,6 +377,7 @@ def _command(cmd: Any, path: tuple[str, ...], parent: Any) -> Command:
         options=tuple(options),
         arguments=tuple(arguments),
         subcommands=tuple(subs),
+        optional_subcommand=bool(getattr(cmd, "invoke_without_command", False)),
     )
 
 
