@@ -155,6 +155,8 @@ async def test_headless_fast_writes_output_record_log_trace_and_json(tmp_path: P
     trace = json.loads((tmp_path / "trace.json").read_text())
     steps = [e for e in trace["traceEvents"] if e.get("name") == "step"]
     assert [e["args"]["frame"] for e in steps] == list(range(frames))
+    spans = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["tid"] == 2]
+    assert spans[0]["name"] == "load" and spans[0]["ts"] <= spans[1]["ts"]  # load, then steps
     tracks = {e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "thread_name"}
     assert tracks == {"mic", "inference", "playback", "logger"}
 

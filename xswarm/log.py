@@ -17,7 +17,7 @@ and :class:`SessionLog` turns them into
 JSON lines on stdout (stable; every line has a ``type``)::
 
     {"type": "status", "status": "ready", "message": "...", "model": "...", "seed": 7,
-     "load_seconds": 0.2}
+     "load_seconds": 0.2, "warmup_seconds": 0.05}
     {"type": "status", "status": "warning", "message": "...", "step_ms": 240.0, "frame_ms": 80.0}
     {"type": "word", "speaker": "assistant", "start": 1.28, "end": 1.6, "text": "Hello"}
     {"type": "summary", "reason": "end|duration|interrupted|failed", "duration": 12.4,
@@ -418,8 +418,11 @@ class SessionLog:
             "message": notice.message,
             **notice.data,
         }
+        now = self.clock()
         if self.log:
-            self.log.write({**record, "t": self._t(self.clock())})
+            self.log.write({**record, "t": self._t(now)})
+        if self.trace and "load_seconds" in notice.data:
+            self.trace.span(TRACK_INFERENCE, "load", now - notice.data["load_seconds"], now)
         if notice.status == "warning":
             self.warnings.append(notice.message)
         if self.options.json:

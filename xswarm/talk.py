@@ -363,6 +363,8 @@ async def inference_actor(
                         "model": model_name,
                         "seed": stats.seed,
                         "load_seconds": round(stats.load_seconds, 3),
+                        # Of which: the engine's warm-up steps (MLX compiles on first use).
+                        "warmup_seconds": round(getattr(engine, "warmup_seconds", 0.0), 3),
                     },
                 )
             )
