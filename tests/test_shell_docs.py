@@ -73,15 +73,21 @@ def test_generated_files_are_current(gen: ModuleType, tmp_path: Path) -> None:
     )
 
 
-def test_generator_runs_as_a_script(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(GENERATOR), "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+def test_generator_runs_as_a_script_and_checks(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(GENERATOR), "--out", str(tmp_path), *args],
+                              capture_output=True, text=True, timeout=60)
+
+    assert run("--check").returncode == 1  # nothing there yet
+    written = run()
+    assert written.returncode == 0, written.stderr
     assert (tmp_path / "man" / "xswarm.1").read_bytes() == (ROOT / "man" / "xswarm.1").read_bytes()
+    assert (run("--check").returncode, run("--check").stderr) == (0, "")
+    with (tmp_path / "completions" / "_xswarm").open("a") as script:
+        script.write("# edited by hand\n")
+    check = run("--check")
+    assert check.returncode == 1
+    assert check.stderr == f"completions/_xswarm: out of date; run {REGENERATE}\n"
 
 
 # --- every command and option is documented and completed -------------------------------

@@ -2,6 +2,7 @@
 
     python tools/gen_shell_docs.py            # rewrite completions/* and man/xswarm.1
     python tools/gen_shell_docs.py --out DIR  # write them under DIR instead (tests)
+    python tools/gen_shell_docs.py --check    # exit 1 if any of them is out of date
 
 The CLI (typer, over a click-like command tree) is the single source of truth:
 this script walks ``typer.main.get_command(xswarm.cli.app)`` and writes
@@ -957,11 +958,29 @@ def write(out: Path, files: Mapping[str, str]) -> list[Path]:
     return written
 
 
+def stale(root: Path, files: Mapping[str, str]) -> list[str]:
+    """The generated files under ``root`` whose content differs from ``files``."""
+    return [
+        name
+        for name, text in files.items()
+        if not (root / name).is_file() or (root / name).read_text(encoding="utf-8") != text
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT, help="root to write under")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if a file is out of date"
+    )
     args = parser.parse_args(argv)
-    for path in write(args.out, generate()):
+    files = generate()
+    if args.check:
+        outdated = stale(args.out, files)
+        for name in outdated:
+            print(f"{name}: out of date; run {REGENERATE}", file=sys.stderr)
+        return 1 if outdated else 0
+    for path in write(args.out, files):
         print(path, file=sys.stderr)
     return 0
 
