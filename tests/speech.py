@@ -20,6 +20,7 @@ import numpy as np
 import soundfile as sf
 
 FLITE_VOICE = "slt"  # the voice pocketsphinx decodes best (FACTS.md)
+SPEECH_THRESHOLD = 0.001  # full scale; -60 dB: the quiet decay of a last phoneme still counts
 
 SENTENCES = (
     "the weather is nice today",
@@ -69,7 +70,7 @@ def flite_speech(
     """Write ``text`` spoken by flite to ``path`` (16-bit WAV) with silence around it.
 
     flite's own output has a little silence at its ends; the speech span is
-    measured from the samples (first/last sample above 1 % of full scale).
+    measured from the samples (first/last sample above :data:`SPEECH_THRESHOLD`).
     """
     raw = path.with_suffix(".flite.wav")
     subprocess.run(
@@ -79,7 +80,7 @@ def flite_speech(
     )
     speech, rate = sf.read(raw, dtype="float32")
     raw.unlink()
-    loud = np.flatnonzero(np.abs(speech) > 0.01)
+    loud = np.flatnonzero(np.abs(speech) > SPEECH_THRESHOLD)
     lead = np.zeros(int(lead_seconds * rate), np.float32)
     tail = np.zeros(int(tail_seconds * rate), np.float32)
     audio = np.concatenate([lead, speech, tail])

@@ -26,7 +26,7 @@ from xswarm.transcript import Word
 # --- sphinx-en on flite speech -------------------------------------------------------------
 
 WER_BOUND = 0.20  # see test_sphinx_accuracy_on_flite_speech
-SLACK = 0.15  # s a word may reach past the measured speech span (see the test)
+SLACK = 0.1  # s a word may reach past the measured speech span (see the test)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_sphinx_accuracy_on_flite_speech(sphinx: SphinxEngine, spoken: list, cap
     utterance (no resampling, no VAD), gets 17 of these 119 words wrong (WER
     0.143; "she reads a book" -> "series of blood"): that is the model's
     limit, not ours. Our pipeline (24 kHz frames -> soxr -> VAD utterances
-    with pre-roll) measured 0.134. We allow 0.20: room for a different
+    with pre-roll) measured 0.126. We allow 0.20: room for a different
     pocketsphinx build, while a broken pipeline (wrong rate, int16 scaling,
     clipped utterance starts) measured 0.23-1.0.
     """
@@ -77,8 +77,7 @@ def test_sphinx_accuracy_on_flite_speech(sphinx: SphinxEngine, spoken: list, cap
         words = [w for s in mine for w in s["words"]]
         assert words, f"nothing recognised in {item.text!r}"
         # every word inside the spoken span, not in the silences we added around it;
-        # SLACK covers the decoder's 10 ms frames and a last phoneme's quiet decay
-        # (under the 1 % threshold that measured the span)
+        # SLACK covers the decoder's 10 ms frames and its word-boundary guesses
         assert words[0]["start"] >= item.speech_start - SLACK, (item.text, words[0])
         assert words[-1]["end"] <= item.speech_end + SLACK, (item.text, words[-1])
         worst = max(
@@ -352,3 +351,12 @@ def test_output_dir_keeps_no_partial_file_on_interrupt(
                      TranscribeOptions(format="srt", output_dir=out),
                      stdout=io.StringIO(), report=pytest.fail)
     assert [p.name for p in out.iterdir()] == ["s00.srt"]
+
+
+def test_sphinx_result_does_not_depend_on_earlier_files(
+    sphinx: SphinxEngine, spoken: list
+) -> None:
+    paths = [str(s.path) for s in spoken[:6]]
+    fresh = run_files([paths[-1]], SphinxEngine())[0]
+    after_others = [s for s in run_files(paths, sphinx)[0] if s["file"] == paths[-1]]
+    assert after_others == fresh

@@ -59,6 +59,7 @@ class SphinxEngine:
 
             pocketsphinx.set_loglevel("FATAL")  # its INFO lines would flood stderr
             self._decoder: Any = pocketsphinx.Decoder(loglevel="FATAL")
+            self._initial_cmn: str = self._decoder.get_cmn()
         except (ImportError, RuntimeError, ValueError) as error:
             raise ModelError(
                 f"{NAME}: pocketsphinx could not load ({error}); "
@@ -74,6 +75,10 @@ class SphinxEngine:
         import pocketsphinx
         import soxr
 
+        # Each input starts from the model's initial channel normalisation: the
+        # decoder adapts it utterance by utterance, and carrying it over would make
+        # a file's words depend on the files decoded before it.
+        self._decoder.set_cmn(self._initial_cmn)
         resampler = soxr.ResampleStream(SAMPLE_RATE, SPHINX_RATE, 1, dtype="float32")
         endpointer = pocketsphinx.Endpointer(sample_rate=SPHINX_RATE)
         utterance = _Utterance(self._decoder)
