@@ -10,7 +10,8 @@ model was trained on) -> int16 -> pocketsphinx's :class:`Endpointer` (voice
 activity) -> one decoder utterance per speech region, started
 :data:`PREROLL_SECONDS` before the region (the VAD decides late and would clip
 the first phoneme: measured on the tests' 22 flite sentences, WER 0.23
-without pre-roll, 0.15 with 0.3 s, 0.13 with 0.8 s; decoding each whole file
+without pre-roll, 0.15 with 0.3 s, 0.13 with 0.8 s, 0.126 once each input
+also starts from the initial channel normalisation; decoding each whole file
 as one utterance gives 0.14).
 Word times are the utterance's start plus the decoder's frame offsets (100
 frames per second).
