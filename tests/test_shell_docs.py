@@ -307,6 +307,24 @@ def test_bash_completes_an_option_value_after_equals(workdir: Path) -> None:
     assert _bash_complete("xswarm talk --persona = jarvis --js", workdir) == ["--json"]
 
 
+def test_bash_and_fish_complete_session_ids(workdir: Path) -> None:
+    from datetime import datetime, timezone
+
+    from xswarm.history import SessionLog
+    from xswarm.personas import load_persona
+
+    started = datetime(2026, 11, 25, 17, 3, 1, tzinfo=timezone.utc)
+    ids = []
+    for days in (0, 1):
+        log = SessionLog.open(load_persona("jarvis"), "tiny-random",
+                              now=started.replace(day=25 + days))
+        log.close({"duration": 1.0})
+        ids.append(log.id)
+    assert _bash_complete("xswarm history show 2026112", workdir) == sorted(ids)
+    assert _bash_complete("xswarm history rm x", workdir) == []
+    assert _fish_complete("xswarm history show 2026112", workdir) == sorted(ids)
+
+
 def _fish_complete(line: str, cwd: Path) -> list[str]:
     fish = shutil.which("fish")
     assert fish, "fish is not installed (apt-get install fish; .ci/run installs it)"
