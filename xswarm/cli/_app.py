@@ -57,7 +57,14 @@ app = typer.Typer(
     # --install-completion would install a second, slower completion.
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
-    epilog="See man xswarm for the JSON-line schemas, files and exit codes.",
+    epilog=(
+        "Examples:\n\n"
+        "  xswarm talk --persona glados                # speak with the assistant\n\n"
+        "  xswarm transcribe talk.wav | jq -r .text\n\n"
+        "  xswarm models list\n\n"
+        "  xswarm doctor                               # what is missing here\n\n"
+        "See man xswarm for the JSON-line schemas, files and exit codes."
+    ),
 )
 
 if "_XSWARM_COMPLETE" in os.environ:
