@@ -406,10 +406,11 @@ def test_groff_prints_no_warning() -> None:
 
 
 def test_man_renders_the_page() -> None:
-    result = subprocess.run(["man", "-l", str(ROOT / "man" / "xswarm.1")], capture_output=True,
+    result = subprocess.run(["man", "--warnings", "-l", str(ROOT / "man" / "xswarm.1")],
+                            capture_output=True,
                             text=True, timeout=60,
                             env={**os.environ, "MANWIDTH": "80", "MANPAGER": "cat", "PAGER": "cat"})
-    assert result.returncode == 0, result.stderr
+    assert (result.returncode, result.stderr) == (0, "")
     text = re.sub(r".\x08", "", result.stdout)  # overstrike bold/underline, if any
     assert text.splitlines()[0].split() == ["XSWARM(1)", "User", "Commands", "XSWARM(1)"]
     for heading in ("SYNOPSIS", "COMMANDS", "OUTPUT", "EXIT STATUS", "ENVIRONMENT", "FILES"):
