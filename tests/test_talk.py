@@ -179,7 +179,11 @@ async def test_duration_stops_the_source_after_that_many_frames(tmp_path: Path) 
 async def test_slow_engine_drops_frames_keeps_timing_and_warns_once(tmp_path: Path) -> None:
     # 2 s of input in real time against a 250 ms step: about 3 of every 4 frames must drop.
     source = write_noise(tmp_path / "in.wav", 2.0)
-    config = TalkConfig(input_path=str(tmp_path / "in.wav"), output_path=str(tmp_path / "out.wav"))
+    config = TalkConfig(
+        input_path=str(tmp_path / "in.wav"),
+        output_path=str(tmp_path / "out.wav"),
+        log_path=tmp_path / "log.jsonl",
+    )
     talk_io, out, err = make_io()
     engine = FakeEngine(step_seconds=0.25)
     with trio.fail_after(30):
@@ -195,6 +199,10 @@ async def test_slow_engine_drops_frames_keeps_timing_and_warns_once(tmp_path: Pa
     assert re.search(r"slower than real time: a step takes 2\d\d ms", warnings[0]["message"])
     assert "quantised model" in warnings[0]["message"]
     assert err.getvalue().count("xswarm: warning: inference is slower than real time") == 1
+    # Three times too slow is named after three steps, not after a second's worth of them.
+    log = [(e["type"], e.get("status")) for e in json_lines((tmp_path / "log.jsonl").read_text())]
+    # (written while handling the third step, before that step's own frame record)
+    assert log.index(("status", "warning")) == log.index(("status", "ready")) + 3
 
 
 async def test_fast_slow_engine_neither_drops_nor_warns(tmp_path: Path) -> None:

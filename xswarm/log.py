@@ -67,6 +67,7 @@ SPEAKER_ASSISTANT: Final = "assistant"
 LINE_GAP_SECONDS: Final = 1.6  # a pause this long ends a pretty transcript line: a new thought
 STATUS_REFRESH_SECONDS: Final = 0.07  # s: about once per frame live, not 50x/s with --fast
 SLOW_WARNING_FRAMES: Final = 12  # ~1 s of steps measured before judging real-time speed
+SLOW_EARLY_FRAMES: Final = 3  # steps enough to call a model twice too slow
 SLOW_FACTOR: Final = 1.0  # warn when the median step exceeds one frame's duration
 SENTENCE_END: Final = (".", "?", "!")
 BYTE_PIECES: Final = re.compile(r"(?:<0x[0-9A-Fa-f]{2}>)+")  # SentencePiece's byte fallback
@@ -513,11 +514,15 @@ class SessionLog:
     def _check_speed(self) -> None:
         if self._slow_warned or not self.options.realtime:
             return
-        if len(self.metrics.step_seconds) < SLOW_WARNING_FRAMES:
+        steps = self.metrics.step_seconds
+        if len(steps) < SLOW_EARLY_FRAMES:
             return
-        recent = self.metrics.step_seconds[-SLOW_WARNING_FRAMES:]
+        recent = steps[-SLOW_WARNING_FRAMES:]
         median = percentile(recent, 50) or 0.0
-        if median > FRAME_SECONDS * SLOW_FACTOR:
+        # A busy CPU can slow a few steps of a fast model; a model that is far too slow
+        # (7B on a CPU: seconds per step) must not take 12 of its steps to be named.
+        limit = FRAME_SECONDS * (SLOW_FACTOR if len(recent) >= SLOW_WARNING_FRAMES else 2)
+        if median > limit:
             self._slow_warned = True
             self.notice(
                 Notice(
