@@ -139,7 +139,7 @@ _xswarm() {
         'personas/show:'*) _xswarm_words '--json -h --help' "$cur" ;;
         'personas/new:0') : ;;
         'personas/new:'*) _xswarm_words '--from -h --help' "$cur" ;;
-        'personas/check:'*) : ;;
+        'personas/check:'*) _xswarm_files "$cur" ;;
         'history:0') _xswarm_words 'list show search rm facts forget' "$cur" ;;
         'history/list:'*) _xswarm_words '--json -p --persona -n --limit -h --help' "$cur" ;;
         'history/show:0') _xswarm_names sessions "$cur" ;;

@@ -122,6 +122,7 @@ complete -c xswarm -n '__xswarm_at xswarm/personas/new' -s h -l help -d 'Show th
 
 # xswarm personas check
 complete -c xswarm -n '__xswarm_at xswarm/personas/check' -s h -l help -d 'Show this message and exit.'
+complete -c xswarm -n '__xswarm_at xswarm/personas/check 0+' -F -d 'Persona files to validate.'
 
 # xswarm history
 complete -c xswarm -n '__xswarm_at xswarm/history' -a 'list' -d 'List sessions, newest first: id, persona, start, duration, first words.'

@@ -263,6 +263,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("xswarm history forget ", BUILTIN_PERSONAS),
     ("xswarm --debug t", ["talk", "transcribe"]),
     ("xswarm talk --input sp", ["speech one.wav"]),
+    ("xswarm personas check no", ["notes.txt"]),
     ("xswarm talk --duration ", []),
 ]
 

@@ -36,8 +36,9 @@ import dataclasses
 import inspect
 import re
 import sys
+import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Final, Literal
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -243,6 +244,10 @@ def _callback_name(param: Any) -> str | None:
     return str(getattr(original, "__name__", ""))
 
 
+def _is_path(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, PurePath)
+
+
 def value_of(key: str, param: Any) -> Values:
     """What the value of ``param`` of command ``key`` completes to (see the module doc)."""
     if (key, param.name) in PARAM_VALUES:
@@ -261,7 +266,8 @@ def value_of(key: str, param: Any) -> Values:
     descriptor = param.type_descriptor
     if descriptor.choices is not None:
         return choices(*(str(getattr(c, "value", c)) for c in descriptor.choices))
-    if descriptor.is_path or descriptor.is_file:
+    element = typing.get_args(descriptor.annotation) if descriptor.is_list else ()
+    if descriptor.is_path or descriptor.is_file or any(_is_path(t) for t in element):
         info = descriptor.parameter_info
         only_dirs = getattr(info, "dir_okay", True) and not getattr(info, "file_okay", True)
         return DIRS if only_dirs else FILES
