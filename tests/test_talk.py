@@ -159,6 +159,20 @@ async def test_headless_fast_writes_output_record_log_trace_and_json(tmp_path: P
     assert spans[0]["name"] == "load" and spans[0]["ts"] <= spans[1]["ts"]  # load, then steps
     tracks = {e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "thread_name"}
     assert tracks == {"mic", "inference", "playback", "logger"}
+    # Complete spans on one track must nest or follow each other (viewers draw them as a
+    # stack); waits, which overlap with --fast, are async begin/end pairs per frame.
+    for tid in (2, 3, 4):
+        ends: list[float] = []
+        for start, end in sorted(
+            (e["ts"], e["ts"] + e["dur"]) for e in trace["traceEvents"]
+            if e["ph"] == "X" and e["tid"] == tid
+        ):  # fmt: skip
+            while ends and ends[-1] <= start:
+                ends.pop()
+            assert not ends or end <= ends[-1] + 0.2, f"overlapping spans on track {tid}"
+            ends.append(end)
+    waits = [e for e in trace["traceEvents"] if e["name"] == "wait"]
+    assert [e["ph"] for e in waits[:2]] == ["b", "e"] and len(waits) == 2 * frames
 
 
 async def test_duration_stops_the_source_after_that_many_frames(tmp_path: Path) -> None:

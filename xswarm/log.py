@@ -275,6 +275,12 @@ class TraceFile:
             }
         )
 
+    def async_span(self, track: int, name: str, key: int, start: float, end: float) -> None:
+        """A span that may overlap others on its track (``"ph": "b"/"e"``, matched by ``key``)."""
+        base = {"pid": 1, "tid": track, "name": name, "cat": name, "id": key}
+        self._emit({**base, "ph": "b", "ts": self._us(start)})
+        self._emit({**base, "ph": "e", "ts": self._us(max(start, end))})
+
     def instant(self, track: int, name: str, t: float, **args: Any) -> None:
         self._emit(
             {
@@ -500,7 +506,9 @@ class SessionLog:
         assert self.trace is not None
         i = report.index
         self.trace.instant(TRACK_MIC, "frame", report.t_capture, frame=i)
-        self.trace.span(TRACK_INFERENCE, "wait", report.t_capture, report.t_start, frame=i)
+        # Waits of consecutive frames overlap when the model falls behind (or with
+        # --fast): an async slice per frame, which trace viewers draw side by side.
+        self.trace.async_span(TRACK_MIC, "wait", i, report.t_capture, report.t_start)
         self.trace.span(
             TRACK_INFERENCE, "step", report.t_start, report.t_end, frame=i, text=report.text_piece
         )
