@@ -496,3 +496,33 @@ def test_readme_architecture_is_true_to_the_tree() -> None:
         entry for entry in re.findall(r"^([\w.-]+)/", block, re.M) if not (ROOT / entry).is_dir()
     ]
     assert not ghosts, f"README's Architecture section names what does not exist: {ghosts}"
+
+
+# --- help text ------------------------------------------------------------------------------
+
+
+def test_every_command_has_a_summary_and_examples_in_its_help() -> None:
+    from typer.testing import CliRunner
+
+    import xswarm.cli
+
+    runner = CliRunner()
+    problems = []
+    paths = [path for path, _, _ in _live_tree()]
+    assert len(paths) > 15
+    for path in paths:
+        result = runner.invoke(xswarm.cli.app, [*path, "--help"], prog_name="xswarm",
+                               env={"COLUMNS": "200", "NO_COLOR": "1"})
+        where = " ".join(["xswarm", *path])
+        text = result.output
+        if result.exit_code != 0 or f"Usage: {where}" not in text:
+            problems.append(f"{where}: --help failed ({result.exit_code})")
+            continue
+        after_usage = text.split(f"Usage: {where}", 1)[1].splitlines()[1:]
+        summary = next((line.strip() for line in after_usage if line.strip()), "")
+        if not summary or summary.startswith(("╭", "Options", "Arguments")):
+            problems.append(f"{where}: no one-line summary")
+        examples = text.split("Examples:", 1)[1] if "Examples:" in text else ""
+        if not re.search(rf"^\s*{re.escape(where)}\b", examples, re.M):
+            problems.append(f"{where}: no Examples block showing `{where} ...`")
+    assert not problems, "; ".join(problems)

@@ -15,6 +15,11 @@ history_app = typer.Typer(
     epilog=(
         "Every talk session is saved as it happens (xswarm talk --no-history turns that off). "
         "IDs may be shortened to any unique prefix. Without a subcommand: list."
+        "\n\nExamples:\n\n"
+        "  xswarm history\n\n"
+        "  xswarm history show 20261125-1703\n\n"
+        "  xswarm history search cake --persona glados\n\n"
+        "  xswarm history facts jarvis"
     ),
 )
 app.add_typer(history_app)

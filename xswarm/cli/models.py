@@ -16,6 +16,11 @@ models_app = typer.Typer(
         "Published models download into the Hugging Face cache (HF_HOME); generated ones "
         "(tiny-random, random-*) are built in xswarm's cache directory. Any command taking "
         "--model also accepts a checkpoint directory."
+        "\n\nExamples:\n\n"
+        "  xswarm models list\n\n"
+        "  xswarm models pull moshiko-mlx-q4\n\n"
+        "  xswarm models path tiny-random\n\n"
+        "  xswarm models check tiny-random"
     ),
 )
 app.add_typer(models_app)

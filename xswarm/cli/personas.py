@@ -17,6 +17,11 @@ personas_app = typer.Typer(
         "Built-in personas ship with xswarm; yours live in the config directory "
         "(xswarm personas new NAME prints the path) and shadow a built-in of the same name. "
         'The default is XSWARM_PERSONA, else persona = "..." in config.toml, else jarvis.'
+        "\n\nExamples:\n\n"
+        "  xswarm personas list\n\n"
+        "  xswarm personas show glados\n\n"
+        "  xswarm personas new friday --from jarvis\n\n"
+        "  xswarm personas check ~/.config/xswarm/personas/friday.toml"
     ),
 )
 app.add_typer(personas_app)
