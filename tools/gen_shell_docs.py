@@ -276,7 +276,7 @@ def value_of(key: str, param: Any) -> Values:
 
 def _metavar(param: Any, values: Values) -> str:
     if param.metavar:
-        return str(param.metavar)
+        return str(param.metavar).removesuffix("...")  # usage() adds it to repeated arguments
     if values.kind == "names":
         return METAVARS.get(values.names, "NAME")
     if values.kind == "files":
