@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Literal
 
 import typer
 
@@ -51,16 +51,17 @@ def _stt_models() -> list[tuple[str, str]]:
     return [*_models_of("stt")(), (SPHINX_NAME, "pocketsphinx, English, offline fallback")]
 
 
-def _devices_of(kind: str) -> Callable[[], list[tuple[str, str]]]:
+def _devices_of(kind: Literal["input", "output"]) -> Callable[[], list[tuple[str, str]]]:
     def devices() -> list[tuple[str, str]]:
         from xswarm.audio.devices import list_devices
 
         found = []
         for d in list_devices():
-            if d.channels(kind) > 0:  # type: ignore[arg-type]
-                default = ", default" if (d.is_default_input if kind == "input"
-                                          else d.is_default_output) else ""
-                found.append((d.name, f"#{d.index} {d.hostapi}, {d.channels(kind)} ch{default}"))  # type: ignore[arg-type]
+            channels = d.channels(kind)
+            if channels > 0:
+                default = d.is_default_input if kind == "input" else d.is_default_output
+                mark = ", default" if default else ""
+                found.append((d.name, f"#{d.index} {d.hostapi}, {channels} ch{mark}"))
         return found
 
     return devices
