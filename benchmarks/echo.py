@@ -20,10 +20,12 @@ Each prints one JSON line:
 - ``cpu_ms_per_frame``: CPU time of the calling thread per 80 ms frame (mean,
   and the share of the delay estimate), and the wall-time p50/p99.
 
-With ``--pulse`` a last line runs far-end speech through the real speaker and
-mic actors on a PulseAudio null sink (its monitor is the mic: a digital
+With ``--pulse`` two last lines run far-end speech through the real speaker
+and mic actors on a PulseAudio null sink (its monitor is the mic: a digital
 loopback of unknown delay), starting a private daemon with
-tests/pulse-null-sink.sh unless ``PULSE_SERVER`` answers.
+tests/pulse-null-sink.sh unless ``PULSE_SERVER`` answers: once with the
+reference taken where the speaker plays (``PlaybackTap``), once with the
+frames handed to the speaker (an underrun then moves the delay).
 
     python benchmarks/echo.py            # 9 rooms x 2 cancellers
     python benchmarks/echo.py --pulse    # and the null sink
@@ -32,6 +34,7 @@ tests/pulse-null-sink.sh unless ``PULSE_SERVER`` answers.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -128,7 +131,7 @@ def pulse_answers() -> bool:
     return result.returncode == 0
 
 
-def run_pulse() -> dict[str, Any]:
+def run_pulse() -> list[dict[str, Any]]:
     import trio
 
     started_dir = None
@@ -148,11 +151,20 @@ def run_pulse() -> dict[str, Any]:
         far = np.concatenate(
             [room.espeak(s) for s in room.FAR_SENTENCES[:2]] + [np.zeros(SAMPLE_RATE, np.float32)]
         )
-        canceller = EchoCanceller()
-        run = trio.run(room.play_through_null_sink, far, canceller)
+        runs = []
+        for reference in ("tap", "handed"):
+            canceller = EchoCanceller()
+            run = trio.run(
+                functools.partial(room.play_through_null_sink, reference=reference), far, canceller
+            )
+            runs.append(pulse_result(run, canceller, reference))
+        return runs
     finally:
         if started_dir is not None:
             subprocess.run(["bash", str(SCRIPT), "stop", started_dir], timeout=30, check=False)
+
+
+def pulse_result(run: room.LoopbackRun, canceller: EchoCanceller, reference: str) -> dict[str, Any]:
     changes = run.delay_changes()
     delay = room.loopback_delay(run.played, run.mic, since=changes[-1] if changes else 0.0)
     echo = room.after(room.above(run.mic, room.ACTIVE_RMS), CONVERGED_SECONDS + delay)
@@ -161,6 +173,7 @@ def run_pulse() -> dict[str, Any]:
     return {
         "scenario": "pulse null sink monitor (speaker actor -> sink -> monitor -> mic actor)",
         "canceller": "xswarm",
+        "reference": reference,  # tap: what the speaker played; handed: frames given to it
         "delay_true_s": round(delay, 4),
         "delay_estimated_s": canceller.stats.delay_seconds,
         "delay_changes_at_s": changes,
@@ -185,7 +198,8 @@ def main() -> None:
             for which in ("xswarm", "aec3_alone"):
                 print(json.dumps(run_room(delay, echo_db, which)), flush=True)
     if args.pulse:
-        print(json.dumps(run_pulse()), flush=True)
+        for line in run_pulse():
+            print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

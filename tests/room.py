@@ -262,10 +262,12 @@ class LoopbackRun:
     """One run through the null sink: what was played, captured and cancelled, frame-aligned
     (sample ``i`` of each belongs to the same pipeline step)."""
 
-    played: np.ndarray  # the reference: the frame handed to the speaker at each step
+    played: np.ndarray  # the reference paired with each captured frame
     mic: np.ndarray  # what the monitor (the mic actor) captured
     out: np.ndarray  # the canceller's output
-    underruns: int  # playback underruns: each one shifts the delay by what was missing
+    underruns: int  # playback underruns (with the "handed" reference each one moves the delay)
+    xruns: int  # PortAudio status flags on either stream (a device glitch may move the delay)
+    resyncs: int  # times the playback tap re-fixed its alignment
     seconds_per_frame: list[float]  # wall time of each canceller call
     delays: list[float | None]  # the canceller's delay in use after each frame
 
@@ -278,19 +280,31 @@ class LoopbackRun:
         ]
 
 
-async def play_through_null_sink(far: np.ndarray, canceller: EchoCanceller) -> LoopbackRun:
+async def play_through_null_sink(
+    far: np.ndarray,
+    canceller: EchoCanceller,
+    *,
+    reference: str = "tap",
+    withhold: range = range(0),
+) -> LoopbackRun:
     """Play ``far`` with the speaker actor and capture the sink's monitor with the mic
     actor (the default devices: run inside the PulseAudio fixture), cancelling online.
 
     Paced like the inference actor: each captured frame releases the next frame to
-    play, and that frame is the reference paired with the captured one. Ends when
-    ``far`` has been handed over; cap it with ``trio.fail_after``.
+    play. The reference paired with a captured frame is, with ``reference="tap"``,
+    what the speaker played alongside it (:class:`~xswarm.audio.aec.PlaybackTap`),
+    or with ``"handed"`` the frame handed to the speaker at that step (which an
+    underrun shifts). At the steps in ``withhold`` nothing is handed over (a stalled
+    model: the jitter buffer runs dry). Ends when ``far`` has been handed over; cap
+    it with ``trio.fail_after``.
     """
+    if reference not in ("tap", "handed"):
+        raise ValueError(f"reference must be 'tap' or 'handed', got {reference!r}")
     import trio
 
+    from xswarm.audio.aec import PlaybackTap, TappedJitterBuffer
     from xswarm.audio.devices import StreamStats, mic_actor, speaker_actor
     from xswarm.audio.frame import AudioFrame
-    from xswarm.audio.jitter import JitterBuffer
     from xswarm.runtime import Overflow, Receiver, Sender, open_channel
 
     far = np.pad(far, (0, -len(far) % FRAME_SAMPLES)).astype(np.float32)
@@ -301,34 +315,47 @@ async def play_through_null_sink(far: np.ndarray, canceller: EchoCanceller) -> L
     spk_rx: Receiver[AudioFrame]
     mic_tx, mic_rx = open_channel("mic", 8, overflow=Overflow.DROP_OLDEST)
     spk_tx, spk_rx = open_channel("speaker", 8, overflow=Overflow.DROP_OLDEST)
-    buffer = JitterBuffer()
+    tap = PlaybackTap()
+    buffer = TappedJitterBuffer(tap)
+    mic_stats, speaker_stats = StreamStats(), StreamStats()
     captured: list[np.ndarray] = []
+    played: list[np.ndarray] = []
     outs: list[np.ndarray] = []
     seconds: list[float] = []
     delays: list[float | None] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(
-            lambda task_status: speaker_actor(spk_rx, buffer=buffer, task_status=task_status)
+            lambda task_status: speaker_actor(
+                spk_rx, buffer=buffer, stats=speaker_stats, task_status=task_status
+            )
         )
         await nursery.start(
-            lambda task_status: mic_actor(mic_tx, stats=StreamStats(), task_status=task_status)
+            lambda task_status: mic_actor(mic_tx, stats=mic_stats, task_status=task_status)
         )
         async for frame in mic_rx:
             step = len(captured)
             if step >= len(frames):
                 break
-            spk_tx.send_nowait(AudioFrame(frames[step], step, time.monotonic()))
+            handed = np.zeros(FRAME_SAMPLES, np.float32)
+            if step not in withhold:
+                handed = frames[step]
+                spk_tx.send_nowait(AudioFrame(handed, step, time.monotonic()))
+            tapped = reference == "tap"
+            ref = tap.reference_for(frame.index, frame.t_capture) if tapped else handed
             captured.append(frame.pcm)
+            played.append(ref)
             started = time.perf_counter()
-            outs.append(canceller.process(frame.pcm, frames[step]))
+            outs.append(canceller.process(frame.pcm, ref))
             seconds.append(time.perf_counter() - started)
             delays.append(canceller.stats.delay_seconds)
         nursery.cancel_scope.cancel()
     return LoopbackRun(
-        played=far,
+        played=np.concatenate(played),
         mic=np.concatenate(captured),
         out=np.concatenate(outs),
         underruns=buffer.stats().underruns,
+        xruns=mic_stats.xruns + speaker_stats.xruns,
+        resyncs=tap.resyncs,
         seconds_per_frame=seconds,
         delays=delays,
     )

@@ -13,6 +13,7 @@ converged a second later, so ERLE is measured from :data:`CONVERGED_SECONDS`.
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -20,7 +21,13 @@ import trio
 
 from tests import room
 from xswarm.audio import FRAME_SAMPLES, SAMPLE_RATE
-from xswarm.audio.aec import DelayEstimate, DelayEstimator, EchoCanceller
+from xswarm.audio.aec import (
+    DelayEstimate,
+    DelayEstimator,
+    EchoCanceller,
+    PlaybackTap,
+    TappedJitterBuffer,
+)
 from xswarm.errors import AudioError
 
 MIN_ERLE_DB = 20.0  # dB of echo removed, the issue's bar
@@ -146,25 +153,88 @@ def test_a_missing_backend_is_one_audio_error_naming_the_package(
         EchoCanceller()
 
 
+# --- the playback tap: the reference is what the speaker played ------------------------
+
+
+def played_block(k: int) -> np.ndarray:
+    """Block ``k`` of a recognisable played stream: every sample is its own position."""
+    return np.arange(k * FRAME_SAMPLES, (k + 1) * FRAME_SAMPLES, dtype=np.float32)
+
+
+def test_the_tap_pairs_each_mic_frame_with_what_was_played_then() -> None:
+    """Speaker blocks pulled every 80 ms; mic frames captured 30 ms after each pull.
+    The reference is contiguous and its offset does not depend on when (or whether)
+    each mic frame is consumed."""
+    tap = PlaybackTap()
+    assert np.all(tap.reference_for(0, 0.0) == 0)  # nothing played yet: silence
+    for k in range(10):
+        tap.played(played_block(k), now=k * 0.08)
+    first = tap.reference_for(5, 5 * 0.08 + 0.03)
+    # one frame of slack behind the block playing at capture time
+    assert np.array_equal(first, played_block(4))
+    for k in range(10, 20):
+        tap.played(played_block(k), now=k * 0.08)
+    # frames 6 and 7 were dropped upstream; 8 and 9 consumed late, 9 before 8
+    assert np.array_equal(tap.reference_for(9, 9 * 0.08 + 0.03), played_block(8))
+    assert np.array_equal(tap.reference_for(8, 8 * 0.08 + 0.03), played_block(7))
+    # capture-time jitter of one callback phase does not shift it
+    assert np.array_equal(tap.reference_for(10, 10 * 0.08 + 0.079), played_block(9))
+    assert tap.resyncs == 0
+
+
+def test_the_tap_resyncs_when_the_streams_drift_apart() -> None:
+    tap = PlaybackTap()
+    for k in range(20):  # 1.6 s: all still in the ring (2 s)
+        tap.played(played_block(k), now=k * 0.08)
+    assert np.array_equal(tap.reference_for(5, 5 * 0.08 + 0.01), played_block(4))
+    # three blocks later than the mic's count says: the speaker glitched
+    assert np.array_equal(tap.reference_for(6, 9 * 0.08 + 0.01), played_block(8))
+    assert tap.resyncs == 1
+    for k in range(20, 40):
+        tap.played(played_block(k), now=k * 0.08)
+    assert np.all(tap.reference_for(7, 10 * 0.08 + 0.01) == 0)  # older than the ring keeps
+
+
+def test_the_tapped_buffer_records_what_the_callback_got_silence_included() -> None:
+    tap = PlaybackTap()
+    buffer = TappedJitterBuffer(tap, prefill=0)
+    buffer.push(np.full(FRAME_SAMPLES // 2, 0.5, np.float32))
+    out = np.empty((FRAME_SAMPLES, 1), np.float32)  # the output callback's block
+    buffer.pull_into(out)
+    buffer.push(np.full(FRAME_SAMPLES, 0.25, np.float32))
+    buffer.pull_into(out)
+    reference = tap.reference_for(2, time.monotonic())  # mic frame 2, captured now
+    half = FRAME_SAMPLES // 2
+    assert np.all(reference[:half] == 0.5) and np.all(reference[half:] == 0)  # the underrun
+    assert buffer.stats().underruns == 1
+
+
 # --- the real PortAudio path: speaker -> null sink -> monitor -> mic ---------------------
 
 
 @pytest.mark.pulse
-async def test_echo_from_the_null_sink_monitor_is_removed() -> None:
+@pytest.mark.parametrize("stall", [False, True])
+async def test_echo_from_the_null_sink_monitor_is_removed(stall: bool) -> None:
     """Far-end speech through the speaker actor; the sink's monitor is the mic
-    (room.play_through_null_sink). The loopback delay (jitter buffer + output and
-    input latency: ~0.4 s here, beyond AEC3's own search) is unknown to the canceller.
+    (room.play_through_null_sink), the reference taken where the speaker plays
+    (PlaybackTap). The loopback delay (output + input latency, ~0.2-0.25 s here)
+    is unknown to the canceller.
 
-    A playback underrun (a busy machine) moves the delay by a frame mid-run; the
-    canceller follows, and the second after each such move is left out of the ERLE.
+    With ``stall`` the producer hands nothing over for 4 frames mid-speech: the
+    jitter buffer runs dry (underruns), which must not move the delay the
+    canceller sees, nor let the echo through.
     """
     far = np.concatenate([room.espeak(room.FAR_SENTENCES[0]), np.zeros(SAMPLE_RATE, np.float32)])
     canceller = EchoCanceller()
+    withhold = range(60, 64) if stall else range(0)  # 4.8 s in: after convergence
     with trio.fail_after(40):
-        run = await room.play_through_null_sink(far, canceller)
+        run = await room.play_through_null_sink(far, canceller, withhold=withhold)
 
+    if stall:
+        assert run.underruns >= 1
     changes = run.delay_changes()
-    assert 1 <= len(changes) <= 1 + run.underruns  # the first estimate, then one per underrun
+    # The first estimate, then only a device glitch (an xrun) may move the delay.
+    assert 1 <= len(changes) <= 1 + run.xruns + run.resyncs
     delay = room.loopback_delay(run.played, run.mic, since=changes[-1])
     assert 0.05 < delay < 1.0
     assert canceller.stats.delay_seconds == pytest.approx(delay, abs=DELAY_TOLERANCE)

@@ -41,6 +41,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from xswarm.audio import FRAME_SAMPLES, SAMPLE_RATE
+from xswarm.audio.jitter import JitterBuffer
 from xswarm.errors import AudioError
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ AEC3_RANGE_SECONDS: Final = (0.02, 0.35)  # s of delay AEC3 finds by itself (mea
 # 0.6 not); within it the reference is passed as it comes, outside it is re-aligned
 RESIDUAL_SECONDS: Final = 0.1  # s of delay left to AEC3 after an alignment: room to drift both ways
 RESET_SECONDS: Final = 0.01  # s; a confirmed delay change beyond this resets AEC3 (see process)
+TAP_CAPACITY_SECONDS: Final = 2.0  # s of played audio kept: a consumer may lag this much
+TAP_RESYNC_FRAMES: Final = 2  # frames the mic and speaker streams may drift before a resync
 
 
 def _fast_length(n: int) -> int:
@@ -201,6 +204,102 @@ class AecStats:
     shift_seconds: float = 0.0  # how much the reference is delayed before AEC3
     resets: int = 0  # AEC3 resets after a delay change
     cpu_seconds: float = 0.0  # total time spent in process()
+
+
+class PlaybackTap:
+    """What the speaker really played, as the canceller's reference, frame by frame.
+
+    The frames handed to the speaker are not the right reference: the jitter
+    buffer holds a varying amount of them, and when it runs dry it plays
+    silence, so every underrun would move the echo's delay by the gap (and
+    cost seconds of echo while the estimate catches up). The tap records the
+    blocks at the moment the output callback takes them (:meth:`played`, from
+    :class:`TappedJitterBuffer`, on PortAudio's thread), silence included, and
+    :meth:`reference_for` returns, for a mic frame, the played samples at the
+    same place in the stream: contiguous frame after frame (position = a base
+    fixed by the first mic frame's capture time + FRAME_SAMPLES per mic frame
+    index, so dropped mic frames and late consumers do not shift it). Then the
+    delay the canceller sees is the devices' latency only, constant unless the
+    devices glitch; if the two streams drift apart by more than
+    :data:`TAP_RESYNC_FRAMES` the base is re-fixed (counted in ``resyncs``).
+
+    Thread-safe: one lock held for a copy of one block.
+    """
+
+    def __init__(self, *, capacity_seconds: float = TAP_CAPACITY_SECONDS) -> None:
+        import collections
+        import threading
+
+        import numpy as np
+
+        self._lock = threading.Lock()
+        self._ring = np.zeros(round(capacity_seconds * SAMPLE_RATE), np.float32)
+        self._written = 0  # samples recorded since the start
+        # (time.monotonic() of a pull, samples recorded before it): the last 5 s at 80 ms blocks
+        self._pulls: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
+        self._base: int | None = None  # stream position of mic frame index 0
+        self.resyncs = 0  # times the base was re-fixed after the streams drifted apart
+
+    def played(self, block: np.ndarray, now: float | None = None) -> None:
+        """Record ``block`` (1-D float32) as played at ``now`` (``time.monotonic()``)."""
+        now = time.monotonic() if now is None else now
+        n = len(block)
+        size = len(self._ring)
+        with self._lock:
+            start = self._written % size
+            first = min(n, size - start)
+            self._ring[start : start + first] = block[:first]
+            self._ring[: n - first] = block[first:]
+            self._pulls.append((now, self._written))
+            self._written += n
+
+    def _start_of_block_at(self, t: float) -> int:
+        """Stream position of the block being played at time ``t`` (lock held)."""
+        for when, before in reversed(self._pulls):
+            if when <= t:
+                return before
+        return self._pulls[0][1]
+
+    def reference_for(self, index: int, t_capture: float) -> np.ndarray:
+        """The FRAME_SAMPLES played alongside mic frame ``index`` captured at ``t_capture``
+        (an :class:`~xswarm.audio.frame.AudioFrame`'s ``index`` and ``t_capture``).
+        Zeros where nothing was played (before the speaker started)."""
+        import numpy as np
+
+        with self._lock:
+            if not self._pulls:  # the speaker has not started: nothing was played
+                return np.zeros(FRAME_SAMPLES, np.float32)
+            # One frame of slack: the two callbacks' phases may swap by a little jitter.
+            expected = self._start_of_block_at(t_capture) - FRAME_SAMPLES
+            if self._base is not None:
+                drift = abs(self._base + index * FRAME_SAMPLES - expected)
+                if drift > TAP_RESYNC_FRAMES * FRAME_SAMPLES:
+                    self._base = None
+                    self.resyncs += 1
+            if self._base is None:
+                self._base = expected - index * FRAME_SAMPLES
+            start = self._base + index * FRAME_SAMPLES
+            out = np.zeros(FRAME_SAMPLES, np.float32)
+            # What is still in the ring; before the start or not yet played stays zero.
+            lo = max(start, self._written - len(self._ring), 0)
+            hi = min(start + FRAME_SAMPLES, self._written)
+            if lo < hi:
+                out[lo - start : hi - start] = self._ring[np.arange(lo, hi) % len(self._ring)]
+            return out
+
+
+class TappedJitterBuffer(JitterBuffer):
+    """A :class:`JitterBuffer` that tells a :class:`PlaybackTap` what it hands to the
+    output callback (pass it as the speaker actor's ``buffer``)."""
+
+    def __init__(self, tap: PlaybackTap, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tap = tap
+
+    def pull_into(self, out: np.ndarray) -> int:
+        taken = super().pull_into(out)
+        self.tap.played(out if out.ndim == 1 else out[:, 0])
+        return taken
 
 
 def _load_backend() -> Any:
