@@ -111,6 +111,18 @@ def test_no_estimate_without_playback_or_without_echo() -> None:
     assert headphones.delay_seconds is None and headphones.measurements > 20
 
 
+def test_a_steady_tone_gives_no_estimate() -> None:
+    """A periodic reference correlates at every period: the estimator must not pick one."""
+    seconds = np.arange(8 * SAMPLE_RATE) / SAMPLE_RATE
+    played = (0.1 * np.sin(2 * np.pi * 440 * seconds)).astype(np.float32)
+    heard = (0.05 * np.sin(2 * np.pi * 440 * (seconds - 0.3))).astype(np.float32)  # no onset
+    estimator = DelayEstimator()
+    for start in range(0, len(played), FRAME_SAMPLES):
+        frame = slice(start, start + FRAME_SAMPLES)
+        estimator.push(heard[frame], played[frame])
+    assert estimator.measurements > 20 and estimator.delay_seconds is None
+
+
 def test_a_delay_is_confirmed_by_two_agreeing_measurements(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -62,6 +62,7 @@ DECIMATION: Final = 6  # 24 kHz -> 4 kHz for the estimate: voiced speech carries
 BAND_HZ: Final = (150.0, 1800.0)  # Hz used by the estimate: speech, clear of hum and aliasing
 PHAT_BETA: Final = 0.8  # partial whitening: sharp peaks without amplifying empty bins to noise
 MIN_PEAK_RATIO: Final = 8.0  # correlation peak / its spread over all lags: below, no estimate
+SECOND_PEAK_MAX: Final = 0.7  # a rival peak this close to the best: ambiguous, no estimate
 MIN_REFERENCE_RMS: Final = 1e-3  # full scale (-60 dBFS): quieter reference windows are skipped
 AGREE_SECONDS: Final = 0.002  # s; two estimates this close confirm each other
 AEC3_RANGE_SECONDS: Final = (0.02, 0.35)  # s of delay AEC3 finds by itself (measured: 0.4 ok,
@@ -138,6 +139,7 @@ class DelayEstimator:
         self._fft_size = _fast_length(len(self._ref))
         freqs = np.fft.rfftfreq(self._fft_size, 1 / rate)
         self._band = (freqs >= BAND_HZ[0]) & (freqs <= BAND_HZ[1])
+        self._taper = np.hanning(self._window).astype(np.float32)
         self._frames = 0
         self._candidate: DelayEstimate | None = None
         self.last: DelayEstimate | None = None  # the latest counted measurement
@@ -183,7 +185,7 @@ class DelayEstimator:
         self.measurements += 1
         n = self._fft_size
         ref = self._ref[-(self._window + self._max_lag) :]
-        mic = self._mic[-self._window :]
+        mic = self._mic[-self._window :] * self._taper  # no sharp edges: no edge "peaks"
         spectrum = np.fft.rfft(ref, n) * np.conj(np.fft.rfft(mic, n))
         spectrum = np.where(self._band, spectrum / (np.abs(spectrum) ** PHAT_BETA + 1e-12), 0)
         # corr[k] = sum_i ref[i + k] mic[i]: the echo of ref sample j is mic sample
@@ -192,7 +194,12 @@ class DelayEstimator:
         peak = int(np.argmax(corr))
         spread = float(np.std(corr))
         ratio = float(corr[peak]) / spread if spread > 0 else 0.0
-        if ratio < MIN_PEAK_RATIO:
+        if ratio < MIN_PEAK_RATIO or peak == 0:  # weak, or at the far end: likely beyond it
+            return None
+        # A periodic reference (a tone, a hum) correlates at every period: no single delay.
+        near = round(AGREE_SECONDS * self._rate) + 1
+        others = np.concatenate([corr[: max(0, peak - near)], corr[peak + near + 1 :]])
+        if others.size and float(others.max()) > SECOND_PEAK_MAX * float(corr[peak]):
             return None
         offset = 0.0
         if 0 < peak < self._max_lag:  # parabolic interpolation between samples
