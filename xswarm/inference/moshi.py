@@ -219,7 +219,7 @@ class MoshiEngine:
         if max_steps < 2 * self._keep:
             raise UsageError(
                 f"max_steps must be at least {2 * self._keep} for this model "
-                f"(twice its acoustic delay + 1), got {max_steps}"
+                f"(twice its acoustic delay plus one), got {max_steps}"
             )
         self.max_steps: Final = max_steps
         self._other_codebooks = cfg.other_codebooks
