@@ -28,6 +28,7 @@ from xswarm.audio.aec import (
     PlaybackTap,
     TappedJitterBuffer,
 )
+from xswarm.audio.frame import AudioFrame
 from xswarm.errors import AudioError
 
 MIN_ERLE_DB = 20.0  # dB of echo removed, the bar
@@ -219,6 +220,26 @@ def test_the_tapped_buffer_records_what_the_callback_got_silence_included() -> N
     half = FRAME_SAMPLES // 2
     assert np.all(reference[:half] == 0.5) and np.all(reference[half:] == 0)  # the underrun
     assert buffer.stats().underruns == 1
+
+
+def test_cancel_frame_keeps_the_frame_identity_and_uses_the_tap() -> None:
+    recording = room.record(0.2, -6.0)
+    tap = PlaybackTap()
+    canceller = EchoCanceller()
+    outs = []
+    for index, (mic, ref) in enumerate(recording.frames()):
+        t = index * 0.08
+        tap.played(ref, now=t - 0.03)  # the speaker took this block 30 ms before capture
+        frame = AudioFrame(mic, index, t, t_adc=t - 0.2)
+        cleaned = canceller.cancel_frame(frame, tap)
+        assert (cleaned.index, cleaned.t_capture, cleaned.t_adc) == (index, t, t - 0.2)
+        outs.append(cleaned.pcm)
+    out = np.concatenate(outs)
+    # the tap reads one frame behind the block playing at capture: the delay seen is a
+    # frame shorter than the room's
+    assert canceller.stats.delay_seconds == pytest.approx(0.2 - 0.08, abs=DELAY_TOLERANCE)
+    echo = room.after(recording.echo_only, CONVERGED_SECONDS)
+    assert room.erle_db(recording.mic, out, echo) >= MIN_ERLE_DB
 
 
 # --- the real PortAudio path: speaker -> null sink -> monitor -> mic ---------------------

@@ -49,6 +49,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from xswarm.audio import FRAME_SAMPLES, SAMPLE_RATE
+from xswarm.audio.frame import AudioFrame
 from xswarm.audio.jitter import JitterBuffer
 from xswarm.errors import AudioError
 
@@ -233,8 +234,11 @@ class PlaybackTap:
     :meth:`reference_for` returns, for a mic frame, the played samples at the
     same place in the stream: contiguous frame after frame (position = a base
     fixed by the first mic frame's capture time + FRAME_SAMPLES per mic frame
-    index, so dropped mic frames and late consumers do not shift it). Then the
-    delay the canceller sees is the devices' latency only, constant unless the
+    index, so dropped mic frames and late consumers do not shift it). It reads
+    one frame behind the block playing at capture time (slack for the two
+    callbacks' jitter). Then the delay the canceller sees is the devices'
+    output + input latency less that frame (~0.23 s on the null sink with the
+    actors' 0.2 s stream latency; it must stay positive), constant unless the
     devices glitch; if the two streams drift apart by more than
     :data:`TAP_RESYNC_FRAMES` the base is re-fixed (counted in ``resyncs``).
 
@@ -382,6 +386,12 @@ class EchoCanceller:
         self.stats.frames += 1
         self.stats.cpu_seconds += time.perf_counter() - started
         return out
+
+    def cancel_frame(self, frame: AudioFrame, tap: PlaybackTap) -> AudioFrame:
+        """``frame`` (from the mic) with the echo of what ``tap`` says was playing removed:
+        a new :class:`AudioFrame` with the same ``index``, ``t_capture`` and ``t_adc``."""
+        reference = tap.reference_for(frame.index, frame.t_capture)
+        return dataclasses.replace(frame, pcm=self.process(frame.pcm, reference))
 
     def _follow(self, estimate: float | None) -> None:
         """Adopt a newly confirmed delay: re-align the reference if AEC3 could not
