@@ -386,6 +386,7 @@ class RichProgress:
         self._started = time.monotonic()
         self._done_seconds = 0.0
         self._seconds: dict[int, float] = {}
+        self._file_started: dict[int, float] = {}
         self._tasks: dict[int, object] = {}
         self._total = self._bars.add_task(
             f"total ({files} file{'s' * (files != 1)})", total=max(total, 1e-9), speed=""
@@ -400,6 +401,7 @@ class RichProgress:
 
     def start_file(self, index: int, name: str, duration: float) -> None:
         self._seconds[index] = 0.0
+        self._file_started[index] = time.monotonic()
         self._tasks[index] = self._bars.add_task(
             _short(name), total=max(duration, 1e-9), speed=""
         )
@@ -408,10 +410,11 @@ class RichProgress:
         if index not in self._tasks:
             return
         self._seconds[index] = seconds
+        now = time.monotonic()
         audio = self._done_seconds + sum(self._seconds.values())
-        wall = max(time.monotonic() - self._started, 1e-9)
-        speed = f"{audio / wall:.2f}x real time"
-        self._bars.update(self._tasks[index], completed=seconds, speed="")  # type: ignore[arg-type]
+        speed = f"{audio / max(now - self._started, 1e-9):.2f}x real time"
+        own = f"{seconds / max(now - self._file_started[index], 1e-9):.2f}x"
+        self._bars.update(self._tasks[index], completed=seconds, speed=own)  # type: ignore[arg-type]
         self._bars.update(self._total, completed=audio, speed=speed)  # type: ignore[arg-type]
 
     def end_file(self, index: int) -> None:
@@ -419,6 +422,7 @@ class RichProgress:
         if task is not None:
             self._bars.remove_task(task)  # type: ignore[arg-type]
             self._done_seconds += self._seconds.pop(index, 0.0)
+            self._file_started.pop(index, None)
 
 
 def _short(name: str, width: int = 30) -> str:
