@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -31,9 +32,12 @@ FORMAT_HELP = "Output: jsonl (default in a pipe), json, txt, srt or vtt."
 
 @app.command(epilog=EXAMPLES)
 def transcribe(
-    files: list[str] = typer.Argument(
-        ..., metavar="FILE...", help="Audio files (wav, flac, ogg, mp3, ...); - reads stdin."
-    ),
+    files: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="FILE", help="Audio files (wav, flac, ogg, mp3, ...); - reads stdin."
+        ),
+    ],
     model: str | None = typer.Option(
         None,
         "--model",
@@ -44,9 +48,10 @@ def transcribe(
     ),
     fmt: str | None = typer.Option(None, "--format", "-f", help=FORMAT_HELP),
     words: bool = typer.Option(False, "--words", help="One entry per word instead of per segment."),
-    output_dir: Path | None = typer.Option(
-        None, "--output-dir", "-o", help="Write one file per input here, named after it."
-    ),
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", "-o", help="Write one file per input here, named after it."),
+    ] = None,
     batch_size: int = typer.Option(
         8, "--batch-size", "-b", min=1, max=64, help="Inputs decoded together (Kyutai models)."
     ),

@@ -344,7 +344,14 @@ def load_kyutai_engine(
 
 def _load(model: str, batch_size: int, caller: Caller) -> KyutaiSttEngine:
     from xswarm import models
+    from xswarm.models.registry import REGISTRY
 
+    spec = REGISTRY.get(model)
+    if spec is not None and spec.kind != "stt":
+        raise UsageError(
+            f"{model} is a {spec.kind} model, not speech-to-text; use an STT model "
+            "(xswarm models list shows their kind) or --model sphinx-en"
+        )
     resolved = models.resolve(model)
     stt = SttConfig.from_model_config(resolved.config, model=model)
     lm, cfg = models.load_lm(resolved)
