@@ -220,3 +220,39 @@ def test_tiny_random_stt_batch_equals_single_runs(speech, tiny_engine, tmp_path:
     finally:
         tiny_engine.batch_size = 3
     assert batched == single and batched
+
+
+def test_default_model_is_the_first_cached_kyutai_stt(speech, tiny_home, tmp_path: Path) -> None:
+    """With stt-1b-en_fr-mlx in the Hugging Face cache, no --model uses it, with no note.
+
+    The cached "stt-1b-en_fr-mlx" here is tiny-random-stt's files in the hub
+    cache layout (its config.json names them), so the output must equal
+    ``--model tiny-random-stt``'s.
+    """
+    import shutil
+
+    from xswarm.models.resolve import generated_dir
+
+    previous = os.environ.get("XSWARM_HOME")
+    os.environ["XSWARM_HOME"] = tiny_home["XSWARM_HOME"]
+    try:
+        tiny = generated_dir("tiny-random-stt")
+    finally:
+        if previous is None:
+            del os.environ["XSWARM_HOME"]
+        else:
+            os.environ["XSWARM_HOME"] = previous
+    hub = tmp_path / "hf" / "hub" / "models--kyutai--stt-1b-en_fr-mlx"
+    snapshot = hub / "snapshots" / "0123456789abcdef"
+    shutil.copytree(tiny, snapshot)
+    (hub / "refs").mkdir()
+    (hub / "refs" / "main").write_text("0123456789abcdef")
+    env = {**tiny_home, "HF_HOME": str(tmp_path / "hf")}
+    audio, rate = sf.read(speech.path, dtype="float32")
+    short = tmp_path / "short.wav"
+    sf.write(short, audio[rate : 2 * rate], rate)
+    default = run_xswarm("transcribe", str(short), env=env)
+    assert default.returncode == 0, default.stderr
+    assert default.stderr == ""  # no fallback note
+    chosen = run_xswarm("transcribe", "-m", "tiny-random-stt", str(short), env=env)
+    assert default.stdout == chosen.stdout and default.stdout
