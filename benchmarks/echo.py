@@ -27,7 +27,7 @@ tests/pulse-null-sink.sh unless ``PULSE_SERVER`` answers: once with the
 reference taken where the speaker plays (``PlaybackTap``), once with the
 frames handed to the speaker (an underrun then moves the delay).
 
-    python benchmarks/echo.py            # 9 rooms x 2 cancellers
+    python benchmarks/echo.py            # 9 rooms (+ a saturating speaker) x 2 cancellers
     python benchmarks/echo.py --pulse    # and the null sink
 """
 
@@ -55,6 +55,7 @@ from xswarm.audio.aec import EchoCanceller  # noqa: E402
 
 DELAYS = (0.06, 0.25, 0.6)  # s; 0.6 is beyond AEC3's own delay search
 ECHO_LEVELS = (0.0, -6.0, -18.0)  # dB relative to what is played; 0 dB: echo louder than voice
+SATURATED_DRIVE = 8.0  # tanh(8x)/8: speech peaks clipped hard, as on a laptop at full volume
 CONVERGED_SECONDS = 3.0  # s from the start before erle_db counts (as in tests/test_aec.py)
 SCRIPT = ROOT / "tests" / "pulse-null-sink.sh"
 
@@ -71,8 +72,8 @@ class Aec3Alone:
         return np.asarray(self._apm.process(mic, ref), np.float32)
 
 
-def run_room(delay: float, echo_db: float, which: str) -> dict[str, Any]:
-    recording = room.record(delay, echo_db)
+def run_room(delay: float, echo_db: float, which: str, drive: float = 1.0) -> dict[str, Any]:
+    recording = room.record(delay, echo_db, speaker_drive=drive)
     canceller: Any = EchoCanceller() if which == "xswarm" else Aec3Alone()
     outs, cpu, wall = [], [], []
     adopted_at = None
@@ -98,7 +99,8 @@ def run_room(delay: float, echo_db: float, which: str) -> dict[str, Any]:
     out = np.concatenate(outs)
     estimated = canceller.stats.delay_seconds if which == "xswarm" else None
     return {
-        "scenario": f"room delay={delay:g}s echo={echo_db:g}dB",
+        "scenario": f"room delay={delay:g}s echo={echo_db:g}dB"
+        + (f" speaker saturating (drive {drive:g})" if drive > 1 else ""),
         "canceller": which,
         "delay_true_s": delay,
         "delay_estimated_s": None if estimated is None else round(estimated, 4),
@@ -197,6 +199,8 @@ def main() -> None:
         for echo_db in ECHO_LEVELS:
             for which in ("xswarm", "aec3_alone"):
                 print(json.dumps(run_room(delay, echo_db, which)), flush=True)
+    for which in ("xswarm", "aec3_alone"):  # a loud little speaker: non-linear echo
+        print(json.dumps(run_room(0.25, -6.0, which, drive=SATURATED_DRIVE)), flush=True)
     if args.pulse:
         for line in run_pulse():
             print(json.dumps(line), flush=True)

@@ -163,10 +163,13 @@ def record(
     echo_db: float = -6.0,
     *,
     gap_seconds: float = 0.5,
+    speaker_drive: float = 1.0,
     seed: int = 7,
 ) -> Recording:
     """Simulate the room: the far end's echo ``delay_seconds`` late and ``echo_db``
     (relative to what is played) plus the near end, as the microphone hears it.
+    ``speaker_drive`` above 1 makes the speaker saturate (``tanh(drive x) / drive``,
+    a small laptop speaker played loud): an echo no linear filter fully models.
 
     Segments (each separated by ``gap_seconds`` of silence): far-end sentence 1
     alone; near-end sentence 1 alone; far-end sentence 2 with near-end sentence 2
@@ -206,7 +209,8 @@ def record(
     total = -(-(len(far) + delay) // FRAME_SAMPLES) * FRAME_SAMPLES  # room for the last echo
     far = np.pad(far, (0, total - len(far)))
     near = np.pad(near, (0, total - len(near)))
-    echo = np.convolve(far, impulse_response(delay, echo_db, seed))[:total].astype(np.float32)
+    sound = np.tanh(speaker_drive * far) / speaker_drive if speaker_drive > 1 else far
+    echo = np.convolve(sound, impulse_response(delay, echo_db, seed))[:total].astype(np.float32)
     noise = np.random.default_rng(seed + 1).standard_normal(total).astype(np.float32) * NOISE_RMS
     mic = (echo + near + noise).astype(np.float32)
 

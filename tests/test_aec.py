@@ -43,11 +43,16 @@ def cancel(canceller: EchoCanceller, pairs: list[tuple[np.ndarray, np.ndarray]])
 
 
 @pytest.mark.parametrize(
-    ("delay", "echo_db"),
-    [(0.06, -6.0), (0.2, -18.0), (0.6, -6.0)],  # 0.6 s: beyond AEC3's own delay search
+    ("delay", "echo_db", "drive"),
+    [
+        (0.06, -6.0, 1.0),
+        (0.2, -18.0, 1.0),
+        (0.6, -6.0, 1.0),  # beyond AEC3's own delay search: the estimate does the work
+        (0.25, -6.0, 8.0),  # a saturating speaker: non-linear echo
+    ],
 )
-def test_echo_is_removed_and_the_near_end_kept(delay: float, echo_db: float) -> None:
-    recording = room.record(delay, echo_db)
+def test_echo_is_removed_and_the_near_end_kept(delay: float, echo_db: float, drive: float) -> None:
+    recording = room.record(delay, echo_db, speaker_drive=drive)
     canceller = EchoCanceller()
     out = cancel(canceller, recording.frames())
 
