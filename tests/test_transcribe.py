@@ -360,3 +360,32 @@ def test_sphinx_result_does_not_depend_on_earlier_files(
     fresh = run_files([paths[-1]], SphinxEngine())[0]
     after_others = [s for s in run_files(paths, sphinx)[0] if s["file"] == paths[-1]]
     assert after_others == fresh
+
+
+def test_batches_group_inputs_of_similar_length_and_output_keeps_input_order(
+    tmp_path: Path,
+) -> None:
+    class Recording:
+        name, batch_size = "recording", 2
+
+        def __init__(self) -> None:
+            self.batches: list[list[str]] = []
+
+        def transcribe(self, streams):
+            self.batches.append([s.name for s in streams])
+            for stream in streams:
+                yielded = sum(len(frame) for frame in stream.frames)
+                seconds = stream.samples(yielded) / 24_000
+                yield WordEvent(stream.index, Word(0.0, seconds, Path(stream.name).stem))
+                yield StreamEnd(stream.index, seconds)
+
+    paths = []
+    for name, seconds in (("a", 0.5), ("b", 3.0), ("c", 0.6), ("d", 2.0)):
+        path = tmp_path / f"{name}.wav"
+        sf.write(path, np.zeros(int(16_000 * seconds), np.float32), 16_000)
+        paths.append(str(path))
+    engine = Recording()
+    segments, errors, failures = run_files(paths, engine)
+    assert (errors, failures) == ([], 0)
+    assert [[Path(n).stem for n in batch] for batch in engine.batches] == [["b", "d"], ["c", "a"]]
+    assert [s["text"] for s in segments] == ["a", "b", "c", "d"]

@@ -4,7 +4,8 @@ This is the part written once for every engine (see
 :mod:`xswarm.stt.engine`): inputs are opened in order and handed to the
 engine ``batch_size`` at a time; its word events go through a per-file
 :class:`~xswarm.transcript.Segmenter` to a per-file writer; progress events
-drive the progress display.
+drive the progress display. With a batching engine, inputs are grouped by
+length (longest first), since a batch runs until its longest input ends.
 
 Bad inputs never stop the run: a file that cannot be opened, or fails while
 decoding, gets one line on stderr naming it (through ``report``) and counts
@@ -153,6 +154,11 @@ def _loop(
 ) -> int:
     failures = 0
     queue = list(enumerate(paths))
+    if engine.batch_size > 1:
+        # Rows of a batch step together until the longest ends: batching inputs of
+        # similar length wastes the least. Longest first; output stays in input order.
+        lengths = durations(paths)
+        queue.sort(key=lambda item: -lengths[item[0]])
     while queue:
         with contextlib.ExitStack() as stack:
             streams: list[AudioStream] = []
@@ -429,18 +435,24 @@ def _short(name: str, width: int = 30) -> str:
     return name if len(name) <= width else "…" + name[-(width - 1) :]
 
 
-def probe_duration(paths: Sequence[str]) -> float:
-    """Summed duration of the inputs whose header reads (for the total bar; stdin counts 0)."""
+def durations(paths: Sequence[str]) -> list[float]:
+    """Each input's duration from its header, 0 where it cannot be read (stdin, bad files)."""
     import soundfile
 
-    total = 0.0
+    found = []
     for path in paths:
-        if path == "-":
-            continue
-        with contextlib.suppress(Exception):
-            info = soundfile.info(path)
-            total += info.frames / info.samplerate
-    return total
+        seconds = 0.0
+        if path != "-":
+            with contextlib.suppress(Exception):
+                info = soundfile.info(path)
+                seconds = info.frames / info.samplerate
+        found.append(seconds)
+    return found
+
+
+def probe_duration(paths: Sequence[str]) -> float:
+    """Summed duration of the inputs whose header reads (for the total bar; stdin counts 0)."""
+    return sum(durations(paths))
 
 
 # --- choosing the engine ------------------------------------------------------------------
