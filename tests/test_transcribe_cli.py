@@ -193,6 +193,11 @@ def test_tiny_random_stt_every_format(speech, tiny_home, tiny_engine, tmp_path: 
         for path, duration in zip(inputs, durations, strict=True):
             text = (out / f"{Path(path).stem}.{fmt}").read_text()
             entries = parse(fmt, text, path)
+            if fmt in ("srt", "vtt"):  # the usual subtitle limits
+                cues = parse_srt(text) if fmt == "srt" else parse_vtt(text)
+                for cue in cues:
+                    assert len(cue.lines) <= 2 and all(len(line) <= 42 for line in cue.lines)
+                    assert cue.end - cue.start <= 7.0
             if fmt != "txt":
                 starts = [start for start, _, _ in entries]
                 assert starts == sorted(starts)
