@@ -8,11 +8,14 @@ screen and every write to it: it erases its live lines, lets a transcript line
 scroll up above them, and redraws them. No thread, no full-screen mode: plain
 ``\\r``, erase-line and cursor-up sequences, so the scroll-back stays clean.
 
-Contract: the display writes only through the two streams it was given; every
-exit path must call :meth:`LiveDisplay.close` (idempotent), which erases the
-live lines, shows the cursor again and leaves the cursor at the start of an
-empty line. Nothing live is drawn when stderr is not a terminal or with
-``--quiet``; colours are off with ``NO_COLOR``.
+Contract: the display writes only through the two streams it was given (and
+turns the keyboard's echo off while live lines are shown, so a typed key or
+``^C`` cannot break them); every exit path must call :meth:`LiveDisplay.close`
+(idempotent), which erases the live lines, shows the cursor, turns echo back
+on and leaves the cursor at the start of an empty line. Nothing live is drawn
+when stderr is not a terminal or with ``--quiet``; colours are off with
+``NO_COLOR``. While live, the unfinished transcript line is drawn on stderr
+with the status line (one write per redraw); finished lines go to stdout.
 """
 
 from __future__ import annotations
@@ -158,7 +161,8 @@ class LiveDisplay:
     true only when stderr is a terminal and the user did not ask for quiet.
     ``stdout_tty`` says whether transcript lines share that terminal: then the
     current, unfinished transcript line is redrawn above the status line
-    instead of being written piecemeal.
+    instead of being written piecemeal. ``keyboard`` is the terminal's input
+    (``sys.stdin``), whose echo is off while live lines are shown.
     """
 
     def __init__(

@@ -280,7 +280,6 @@ class InferenceStats:
     """Counters of the inference actor, read by the summary."""
 
     frames: int = 0
-    gaps: int = 0  # input frames that never reached the model (dropped upstream)
     load_seconds: float = 0.0
     seed: int | None = None
 
@@ -372,10 +371,7 @@ async def inference_actor(
             if task_status is not None:
                 task_status.started()
 
-            expected = 0
             async for frame in frames:
-                stats.gaps += max(0, frame.index - expected)
-                expected = frame.index + 1
                 t_start = time.monotonic()
                 result = await worker.run(engine.step, frame.pcm)
                 t_end = time.monotonic()
