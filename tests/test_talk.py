@@ -147,7 +147,8 @@ async def test_headless_fast_writes_output_record_log_trace_and_json(tmp_path: P
     assert all(a["end"] <= b["start"] + 1e-9 for a, b in itertools.pairwise(words))
     assert lines[-1]["type"] == "summary" and lines[-1] == summary
     assert summary["reason"] == "end" and summary["drops"] == 0 and summary["words"] == 4
-    assert summary["step_ms_p50"] is not None and summary["latency_ms_p99"] is not None
+    assert summary["step_ms_p50"] is not None
+    assert summary["latency_ms_p99"] is None  # --fast: frames wait for the model by design
 
     log = json_lines((tmp_path / "log.jsonl").read_text())
     assert [e["index"] for e in log if e["type"] == "frame"] == list(range(frames))
@@ -205,6 +206,7 @@ async def test_slow_engine_drops_frames_keeps_timing_and_warns_once(tmp_path: Pa
 
     assert summary["drops"] > 0
     assert summary["frames"] == engine.steps < len(source) // FRAME_SAMPLES
+    assert summary["latency_ms_p50"] >= 250  # real time: the step's 250 ms at least
     # Dropped frames become silence, so the output still lasts as long as the input.
     assert abs(sf.info(tmp_path / "out.wav").frames - len(source)) < FRAME_SAMPLES
     warnings = [line for line in json_lines(out.getvalue()) if line.get("status") == "warning"]

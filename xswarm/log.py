@@ -27,7 +27,8 @@ JSON lines on stdout (stable; every line has a ``type``)::
      "drops_by": {"frames": 0, "output": 0, "record": 0, "playback": 0}}
 
 Times are seconds from the first frame; ``latency`` runs from a mic frame's
-arrival to its answer frame being queued for playback. The ``--log`` file has
+arrival to its answer frame being queued for playback (null with ``--fast``,
+where frames wait for the model by design). The ``--log`` file has
 the same records (each status with ``"t"``) plus one ``{"type": "frame"}``
 record per step: ``index``, ``t``, ``wait_ms``, ``step_ms`` (MLX-thread round
 trip), ``engine_ms`` (inside the step), ``latency_ms``, ``mic_db``,
@@ -600,6 +601,7 @@ class SessionLog:
     def summary(self, reason: str, counters: Counters) -> dict[str, Any]:
         """The final ``{"type": "summary"}`` record."""
         m = self.metrics
+        latency = m.latency_seconds if self.options.realtime else []
         return {
             "type": "summary",
             "reason": reason,
@@ -610,8 +612,9 @@ class SessionLog:
             "underruns": counters.underruns,
             "step_ms_p50": _ms(percentile(m.step_seconds, 50)),
             "step_ms_p99": _ms(percentile(m.step_seconds, 99)),
-            "latency_ms_p50": _ms(percentile(m.latency_seconds, 50)),
-            "latency_ms_p99": _ms(percentile(m.latency_seconds, 99)),
+            # With --fast, frames wait for the model by design: no latency to speak of.
+            "latency_ms_p50": _ms(percentile(latency, 50)),
+            "latency_ms_p99": _ms(percentile(latency, 99)),
             "warnings": len(self.warnings),
         }
 
