@@ -451,3 +451,32 @@ def test_alsa_notices_are_muted_while_the_status_line_is_live(mode: str) -> None
     )
     assert result.stdout.strip() == "-2"  # ENOENT: the PCM does not exist either way
     assert ("Unknown PCM no_such_pcm_xyz" in result.stderr) is (mode == "loud")
+
+
+def test_pretty_lines_never_wider_than_the_terminal() -> None:
+    from xswarm.log import FrameReport, LogOptions, SessionLog
+
+    out, err = io.StringIO(), io.StringIO()
+    display = LiveDisplay(out, err, show_live=True, stdout_tty=True, width=40)
+    log = SessionLog(LogOptions(json=False, live=True), display, err, AssistantWords())
+    pieces = [
+        " " + "x" * 100,
+        " short",
+        " words",
+        " that",
+        " fill",
+        " more",
+        " than",
+        " a",
+        " line",
+    ]
+    for index, piece in enumerate([*pieces, None, None, None]):
+        token = 3 if piece is None else 10 + index
+        log.handle(FrameReport(index, 0.0, 0.0, 0.01, 0.01, 0.1, 0.1, 0.01, token, piece))
+    log.finish("end")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "moshi: " + "x" * 31 + "…"  # one word wider than the terminal, cut
+    assert all(len(line) <= 39 for line in lines), lines
+    assert " ".join(line.removeprefix("moshi: ") for line in lines[1:]) == (
+        "short words that fill more than a line"
+    )

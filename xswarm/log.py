@@ -538,7 +538,8 @@ class SessionLog:
                     "warning",
                     f"inference is slower than real time: a step takes {median * 1000:.0f} ms "
                     f"for a {FRAME_SECONDS * 1000:.0f} ms frame, so audio is dropped and silence "
-                    "played; use a smaller or quantised model (e.g. --model moshiko-mlx-q4)",
+                    "played; use a smaller or more quantised model (--model, see xswarm "
+                    "models list) or a faster machine",
                     {
                         "step_ms": round(median * 1000, 1),
                         "frame_ms": round(FRAME_SECONDS * 1000, 1),
@@ -566,6 +567,9 @@ class SessionLog:
             return
         # A terminal must never receive raw control characters (a random model's bytes).
         text = "".join(ch if ch.isprintable() else "\ufffd" for ch in word.text)
+        room = self.display.width - len(self.options.speaker_label) - 3
+        if len(text) > room:  # one word wider than the terminal would wrap the live lines
+            text = text[: max(1, room - 1)] + "…"
         label = f"{self.options.speaker_label}:"
         if self.options.color and self.options.speaker_color:
             label = f"{self.options.speaker_color}{label}{RESET}"
