@@ -17,7 +17,9 @@ pytest_plugins = [
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     home = tmp_path_factory.mktemp("xswarm-home")
     monkeypatch.setenv("XSWARM_HOME", str(home))
     monkeypatch.setenv("HF_HOME", str(home / "hf"))

@@ -6,9 +6,8 @@ import json
 import subprocess
 import sys
 
-from tests.cli_helpers import run_xswarm
-
 import xswarm
+from tests.cli_helpers import run_xswarm
 
 # Modules that make start-up slow; ``xswarm --help`` must not import them.
 HEAVY_MODULES = ("mlx", "mlx.core", "moshi_mlx", "numpy", "sounddevice", "soundfile", "trio")
