@@ -454,11 +454,11 @@ def test_alsa_notices_are_muted_while_the_status_line_is_live(mode: str) -> None
 
 
 def test_pretty_lines_never_wider_than_the_terminal() -> None:
-    from xswarm.log import FrameReport, LogOptions, SessionLog
+    from xswarm.log import FrameReport, LogOptions, SessionOutput
 
     out, err = io.StringIO(), io.StringIO()
     display = LiveDisplay(out, err, show_live=True, stdout_tty=True, width=40)
-    log = SessionLog(LogOptions(json=False, live=True), display, err, AssistantWords())
+    log = SessionOutput(LogOptions(json=False, live=True), display, err, AssistantWords())
     pieces = [
         " " + "x" * 100,
         " short",

@@ -4,7 +4,7 @@ Everything the session says to the outside world passes through one actor, so
 the inference actor never waits on a terminal, a pipe or a disk: it sends
 small :class:`FrameReport` messages (timings, levels, the text piece of the
 step) and :class:`Notice` messages (ready, warnings) into a bounded channel,
-and :class:`SessionLog` turns them into
+and :class:`SessionOutput` turns them into
 
 - the transcript on stdout: words assembled from text pieces, pretty on a
   terminal (through :class:`~xswarm.status.LiveDisplay`), JSON lines otherwise;
@@ -34,7 +34,7 @@ record per step: ``index``, ``t``, ``wait_ms``, ``step_ms`` (MLX-thread round
 trip), ``engine_ms`` (inside the step), ``latency_ms``, ``mic_db``,
 ``assistant_db``, ``text`` (the step's piece), ``drops``, ``underruns``.
 
-Contract: :meth:`SessionLog.handle` is synchronous and cheap; :meth:`SessionLog.finish`
+Contract: :meth:`SessionOutput.handle` is synchronous and cheap; :meth:`SessionOutput.finish`
 must run on every exit path (the talk session calls it in ``finally``): it
 flushes the last word, writes the summary, closes both files so they are
 complete and valid JSON, and restores the terminal. ``finish`` never raises
@@ -50,9 +50,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final, TextIO
+from typing import IO, TYPE_CHECKING, Any, Final, TextIO
 
 from xswarm.audio import FRAME_SECONDS
+
+if TYPE_CHECKING:
+    from xswarm.history import SessionLog as HistoryLog
 from xswarm.status import (
     BOLD,
     CYAN,
@@ -350,7 +353,7 @@ class LogOptions:
     speaker_color: str = BOLD + CYAN  # the persona's colour, an ANSI SGR sequence
 
 
-class SessionLog:
+class SessionOutput:
     """Receives the session's events and writes them everywhere they go.
 
     ``counters`` is called on each frame to read drops and underruns for the
@@ -369,7 +372,15 @@ class SessionLog:
         trace_path: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_stdout_closed: Callable[[], None] = lambda: None,
+        history: HistoryLog | None = None,
     ) -> None:
+        # The conversation history (xswarm.history); None with --no-history. A turn ends
+        # at a sentence end or a pause of LINE_GAP_SECONDS; the logger actor then syncs
+        # the history file off the event loop (an fsync) and clears ``turn_ended``.
+        self.history = history
+        self.turn_ended = False
+        self._turn_words = 0
+        self._turn_last_end = 0.0
         self.stdout_closed = False  # the reader of stdout went away
         self.on_stdout_closed = on_stdout_closed
         self.options = options
@@ -451,6 +462,8 @@ class SessionLog:
         t_frame = report.index * FRAME_SECONDS  # transcript time of this step
         for word in self.assembler.push(report.index, report.text_token, report.text_piece):
             self._word(word)
+        if self._turn_words and t_frame - self._turn_last_end >= LINE_GAP_SECONDS:
+            self._end_turn()
         if (
             self.options.json is False
             and self._words_on_line
@@ -560,6 +573,12 @@ class SessionLog:
         }
         if self.log:
             self.log.write(record)
+        if self.history:
+            self.history.word(SPEAKER_ASSISTANT, word.text, word.start, word.end)
+            self._turn_words += 1
+            self._turn_last_end = word.end
+            if word.text.endswith(SENTENCE_END):
+                self._end_turn()
         if self.stdout_closed:
             return
         if self.options.json:
@@ -582,6 +601,10 @@ class SessionLog:
         self.display.set_partial(f"{label} {self._line_text}")
         if word.text.endswith(SENTENCE_END):
             self._end_line()
+
+    def _end_turn(self) -> None:
+        self._turn_words = 0
+        self.turn_ended = True
 
     def _end_line(self) -> None:
         self.display.commit_partial()

@@ -27,7 +27,7 @@ Ending: end of input (the file ends) flows down the channels and every actor
 returns; ``--duration`` stops the source after that many seconds of audio;
 Ctrl-C / SIGTERM cancel everything (:class:`~xswarm.errors.Interrupted`,
 exit 130 / 143); a failing actor (a device lost mid-session) ends the session
-with its error (exit 1). On every path :meth:`SessionLog.finish` flushes the
+with its error (exit 1). On every path :meth:`SessionOutput.finish` flushes the
 transcript, writes the summary, completes the files and restores the terminal.
 """
 
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from xswarm.audio.frame import AudioFrame
-    from xswarm.log import SessionLog
+    from xswarm.log import SessionOutput
     from xswarm.runtime import Receiver, Sender
 
 DEFAULT_MODEL: Final = (
@@ -91,6 +91,7 @@ class TalkConfig:
     quiet: bool = False
     log_path: Path | None = None
     trace_path: Path | None = None
+    history: bool = True  # save the session in the history (``--no-history``: don't)
 
     @property
     def realtime(self) -> bool:
@@ -184,6 +185,7 @@ class TalkPersona:
     greeting: str  # forced into Moshi's text stream first ("" for none)
     model: str  # its Moshi model, when --model is not given
     _sampling: Any = None  # xswarm.personas.Sampling
+    memory: bool = True  # remember facts across sessions (xswarm.memory)
 
     def sampling(self, seed: int | None) -> Any:
         from xswarm.inference.sampling import SamplingConfig
@@ -224,6 +226,7 @@ def load_talk_persona(name: str | None) -> TalkPersona:
         greeting=persona.greeting,
         model=persona.voice.moshi,
         _sampling=persona.sampling,
+        memory=persona.memory,
     )
 
 
@@ -294,7 +297,7 @@ async def inference_actor(
     realtime: bool,
     max_frames: int | None,
     stats: InferenceStats,
-    log: SessionLog,
+    log: SessionOutput,
     model_name: str,
     on_done: Callable[[], None] = lambda: None,
     worker_factory: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None,
@@ -401,7 +404,7 @@ async def inference_actor(
                     break
 
 
-async def _draw_progress(log: SessionLog, progress: LoadProgress, label: str) -> None:
+async def _draw_progress(log: SessionOutput, progress: LoadProgress, label: str) -> None:
     import trio
 
     from xswarm.status import format_progress
@@ -425,11 +428,20 @@ def _rms(pcm: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(pcm, dtype=np.float32)))) if len(pcm) else 0.0
 
 
-async def logger_actor(events: Receiver[Any], log: SessionLog) -> None:
-    """Hand every event to :meth:`SessionLog.handle` until the channel ends. Owns ``events``."""
+async def logger_actor(events: Receiver[Any], log: SessionOutput) -> None:
+    """Hand every event to :meth:`SessionOutput.handle` until the channel ends. Owns ``events``.
+
+    At each turn boundary the history file is fsync'd in a worker thread, so a
+    slow disk never stalls the event loop (and with it the audio hand-off).
+    """
+    import trio
+
     with events:
         async for event in events:
             log.handle(event)
+            if log.turn_ended and log.history is not None:
+                log.turn_ended = False
+                await trio.to_thread.run_sync(log.history.end_turn)
 
 
 async def aligned_sink_actor(frames: Receiver[AudioFrame], sink: Any) -> None:
@@ -522,7 +534,7 @@ async def run_talk(
     """
     import trio
 
-    from xswarm.log import AssistantWords, Counters, LogOptions, SessionLog
+    from xswarm.log import AssistantWords, Counters, LogOptions, SessionOutput
     from xswarm.runtime import Actor, Overflow, Session
     from xswarm.status import LiveDisplay
 
@@ -535,6 +547,7 @@ async def run_talk(
 
     # 1. Who talks, and with which model: persona and model errors come first, in a moment.
     persona = load_talk_persona(config.persona)
+    history = None
     try:
         source_run = _plan_source_file(config, parts, opened)  # an input file is checked here
         factory = parts.engine_factory
@@ -601,7 +614,11 @@ async def run_talk(
             stdout_tty=text_tty,
             keyboard=io.keyboard,
         )
-        log = SessionLog(
+        if config.history:
+            from xswarm.history import SessionLog
+
+            history = SessionLog.open(persona.name, model_name, memory=persona.memory)
+        log = SessionOutput(
             LogOptions(
                 json=config.json or not text_tty,
                 quiet=config.quiet,
@@ -618,9 +635,12 @@ async def run_talk(
             on_stdout_closed=lambda: session.cancel("stdout was closed"),
             log_path=config.log_path,
             trace_path=config.trace_path,
+            history=history,
         )
     except BaseException:
         _discard(opened, created)
+        if history is not None:
+            _discard([history], [history.path])
         raise
 
     stats = InferenceStats()
@@ -698,6 +718,11 @@ async def run_talk(
                 },
             },
         )
+        if history is not None:
+            if log.t_ready is None:  # the session never started: nothing to remember
+                _discard([history], [history.path])
+            else:
+                history.close({k: v for k, v in summary.items() if k != "type"})
     if log.stdout_closed:
         # The reader went away (``| head -1``): the CLI ends quietly with exit 0.
         raise BrokenPipeError("stdout was closed")
@@ -750,7 +775,7 @@ def _discard(opened: list[Any], created: list[Path]) -> None:
             path.unlink()
 
 
-def _drain(events: Receiver[Any], log: SessionLog) -> None:
+def _drain(events: Receiver[Any], log: SessionOutput) -> None:
     """Hand the logger what was still queued when the session was cancelled."""
     import trio
 

@@ -84,6 +84,11 @@ def talk(
     trace: str = typer.Option(
         None, "--trace", help="Write a Chrome/Perfetto trace of per-frame spans to FILE."
     ),
+    history: bool = typer.Option(
+        True,
+        "--history/--no-history",
+        help="Save the conversation in the history (xswarm history) and the persona's memory.",
+    ),
     seed: int = typer.Option(None, "--seed", help="Sampling seed, to replay a session exactly."),
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="No status line, no messages on stderr (errors still)."
@@ -111,6 +116,7 @@ def talk(
             quiet=quiet,
             log_path=Path(log) if log else None,
             trace_path=Path(trace) if trace else None,
+            history=history,
         )
         io = TalkIO(
             stdout=env.stdout,
