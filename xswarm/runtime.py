@@ -34,7 +34,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any, Final, Generic, TypeVar
 
 import trio
@@ -61,6 +61,7 @@ __all__ = [
 
 T = TypeVar("T")
 U = TypeVar("U")
+_End = TypeVar("_End", bound="_ChannelEnd")
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,30 @@ class _ChannelState:
             self.drain = None
 
 
-class Sender(Generic[T]):
+class _ChannelEnd:
+    """What both channel ends share: closing, as a sync or async context manager."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    def __enter__(self: _End) -> _End:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self: _End) -> _End:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Sender(_ChannelEnd, Generic[T]):
     """The sending end of a channel made by :func:`open_channel`.
 
     Whoever holds a sender closes it (``with`` / ``async with`` / :meth:`close`) when
@@ -281,37 +305,11 @@ class Sender(Generic[T]):
         if self._state.open_senders == 0:
             self._state.close_drain()
 
-    async def aclose(self) -> None:
-        self.close()
-        await trio.lowlevel.checkpoint()
-
-    def __enter__(self) -> Sender[T]:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Sender[T]:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"<Sender {self.name!r} closed={self._closed}>"
 
 
-class Receiver(Generic[T]):
+class Receiver(_ChannelEnd, Generic[T]):
     """The receiving end of a channel made by :func:`open_channel`.
 
     ``async for item in receiver`` ends when every sender is closed and the buffer
@@ -372,32 +370,6 @@ class Receiver(Generic[T]):
             # Without this, the senders' drain clone would keep the channel "listened
             # to" forever and a real-time producer would never learn the consumer left.
             self._state.close_drain()
-
-    async def aclose(self) -> None:
-        self.close()
-        await trio.lowlevel.checkpoint()
-
-    def __enter__(self) -> Receiver[T]:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Receiver[T]:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<Receiver {self.name!r} closed={self._closed}>"
