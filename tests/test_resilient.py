@@ -27,7 +27,13 @@ import trio.testing
 
 from xswarm.audio import FRAME_SAMPLES, FRAME_SECONDS
 from xswarm.audio.frame import AudioFrame
-from xswarm.audio.resilient import REOPEN_SECONDS, RETRY_SECONDS, ReopenStats, keep_mic
+from xswarm.audio.resilient import (
+    REOPEN_SECONDS,
+    RETRY_SECONDS,
+    ReopenStats,
+    keep_mic,
+    keep_speaker,
+)
 from xswarm.errors import AudioError
 from xswarm.talk import TalkConfig, TalkIO, TalkParts, run_talk
 
@@ -166,3 +172,41 @@ async def test_a_device_that_never_opened_is_not_retried() -> None:
     with trio.fail_after(5), pytest.raises(AudioError, match="cannot open input device 9"):
         await keep_mic(refusing, send, device=9, announce=lambda message: None)
     assert calls == 1
+
+
+async def test_a_lost_speaker_is_reopened_and_keeps_playing_the_same_channel(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    played: list[tuple[Any, int]] = []  # (device, frame index)
+    opened: list[Any] = []
+
+    async def speaker(receive: Any, *, device: Any, task_status: Any) -> None:
+        opened.append(device)
+        task_status.started()
+        try:
+            async for frame in receive:
+                played.append((device, frame.index))
+                if len(opened) == 1 and frame.index == 9:
+                    raise AudioError("the output device 2 stopped calling back (device lost?)")
+        finally:
+            receive.close()  # as speaker_actor does: must not end the real channel
+
+    send, receive = trio.open_memory_channel[AudioFrame](64)
+    announced: list[str] = []
+    stats = ReopenStats()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            functools.partial(
+                keep_speaker, speaker, receive, device=2, announce=announced.append, stats=stats
+            )
+        )
+        with trio.fail_after(10):
+            async with send:
+                for index in range(20):
+                    await send.send(AudioFrame(np.zeros(FRAME_SAMPLES, np.float32), index, 0.0))
+                    await trio.sleep(FRAME_SECONDS)
+    assert opened == [2, None]
+    assert [index for _, index in played] == list(range(20))  # nothing lost, nothing twice
+    assert {device for device, index in played if index >= 10} == {None}
+    assert (stats.losses, stats.reopens) == (1, 1) and len(announced) == 2
+    assert announced[0].endswith("reopening the default output device")
