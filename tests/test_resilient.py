@@ -34,7 +34,7 @@ from xswarm.audio.resilient import (
     keep_mic,
     keep_speaker,
 )
-from xswarm.errors import AudioError
+from xswarm.errors import AudioError, UsageError
 from xswarm.talk import TalkConfig, TalkIO, TalkParts, run_talk
 
 TOTAL_FRAMES = 100  # 8 s of conversation
@@ -70,8 +70,9 @@ async def inline_worker() -> AsyncIterator[InlineWorker]:
 class FakeMic:
     """A mic actor with mic_actor's signature, on a shared frame timeline."""
 
-    def __init__(self, failed_reopens: int) -> None:
+    def __init__(self, failed_reopens: int, refusal: type[Exception] = AudioError) -> None:
         self.failed_reopens = failed_reopens
+        self.refusal = refusal
         self.opened: list[Any] = []  # the device asked for at each open
         self.start: float | None = None
 
@@ -82,7 +83,7 @@ class FakeMic:
         if len(self.opened) > 1 and self.failed_reopens:
             self.failed_reopens -= 1
             await trio.sleep(0.01)
-            raise AudioError("cannot open input device: Device unavailable")
+            raise self.refusal("cannot open input device: Device unavailable")
         task_status.started()
         if self.start is None:
             self.start = trio.current_time()
@@ -149,11 +150,15 @@ async def test_a_lost_mic_is_reopened_and_only_the_lost_frames_are_missing(
     assert summary["reason"] == "end" and summary["frames"] == len(indexes)
 
 
+@pytest.mark.parametrize("refusal", [AudioError, UsageError])  # UsageError: no device listed
 async def test_a_mic_that_does_not_come_back_ends_the_session_with_the_first_error(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    refusal: type[Exception],
 ) -> None:
     monkeypatch.setattr(time, "monotonic", trio.current_time)
-    mic = FakeMic(failed_reopens=1000)
+    mic = FakeMic(failed_reopens=1000, refusal=refusal)
     with trio.fail_after(60), pytest.raises(AudioError, match=r"stopped \(device lost\?\)$"):
         await run_session(mic, tmp_path)
     attempts = len(mic.opened) - 1

@@ -32,7 +32,7 @@ import trio
 
 from xswarm.audio import FRAME_SECONDS
 from xswarm.audio.frame import AudioFrame
-from xswarm.errors import AudioError
+from xswarm.errors import AudioError, UsageError
 
 REOPEN_SECONDS: Final = 2.0  # s to get a lost device back before the session ends (the issue's)
 RETRY_SECONDS: Final = 0.25  # s between attempts: a re-plugged device shows up within ~0.5 s
@@ -132,8 +132,11 @@ async def _keep(
         try:
             await actor(channel, device=current, task_status=status)
             return
-        except AudioError as error:
-            if status.running:  # a running stream was lost: a new loss
+        except (AudioError, UsageError) as error:
+            # UsageError: while a device is gone PortAudio may list no default at all.
+            if isinstance(error, UsageError) and (status.running or lost is None):
+                raise
+            if status.running and isinstance(error, AudioError):  # a running stream was lost
                 lost, current = error, None
                 stats.losses += 1
                 announce(f"{error}; reopening the default {kind} device")
