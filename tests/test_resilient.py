@@ -70,9 +70,12 @@ async def inline_worker() -> AsyncIterator[InlineWorker]:
 class FakeMic:
     """A mic actor with mic_actor's signature, on a shared frame timeline."""
 
-    def __init__(self, failed_reopens: int, refusal: type[Exception] = AudioError) -> None:
+    def __init__(
+        self, failed_reopens: int, refusal: type[Exception] = AudioError, flaky: bool = False
+    ) -> None:
         self.failed_reopens = failed_reopens
         self.refusal = refusal
+        self.flaky = flaky  # every reopened stream dies again after 5 frames
         self.opened: list[Any] = []  # the device asked for at each open
         self.start: float | None = None
 
@@ -93,6 +96,8 @@ class FakeMic:
             await trio.sleep_until(self.start + k * FRAME_SECONDS)
             if len(self.opened) == 1 and k == LOST_AT:
                 raise AudioError('the input stream on device 3 "USB mic" stopped (device lost?)')
+            if self.flaky and len(self.opened) > 1 and count == 5:
+                raise AudioError("no audio callbacks from input device 0 after 5 s")
             pcm = np.full(FRAME_SAMPLES, k / 1000, np.float32)  # the frame knows its time
             send.send_nowait(AudioFrame(pcm, count, time.monotonic()))
 
@@ -163,6 +168,16 @@ async def test_a_mic_that_does_not_come_back_ends_the_session_with_the_first_err
         await run_session(mic, tmp_path)
     attempts = len(mic.opened) - 1
     assert REOPEN_SECONDS / RETRY_SECONDS - 1 <= attempts <= REOPEN_SECONDS / RETRY_SECONDS + 1
+
+
+async def test_a_device_that_comes_back_only_to_fail_again_ends_the_session(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(time, "monotonic", trio.current_time)
+    mic = FakeMic(failed_reopens=0, flaky=True)
+    with trio.fail_after(60), pytest.raises(AudioError, match=r"^no audio callbacks"):
+        await run_session(mic, tmp_path)
+    assert mic.opened == [3, None]  # one reopening, then the session ends instead of looping
 
 
 async def test_a_device_that_never_opened_is_not_retried() -> None:

@@ -6,8 +6,9 @@ changed: PortAudio ends the stream and the device actor raises
 :func:`keep_mic` and :func:`keep_speaker` run the actor; when it fails they
 announce it once (``announce``), and reopen the actor on the default device
 (``device=None``), retrying every :data:`RETRY_SECONDS` for up to
-:data:`REOPEN_SECONDS`. If the device cannot be had back in that time the
-original error is raised and the session ends as it did before.
+:data:`REOPEN_SECONDS`. If the device cannot be had back in that time, or a
+reopened one fails again within :data:`STABLE_SECONDS`, the error is raised
+and the session ends as it did before.
 
 Mic frames keep one numbering across reopenings: the new stream counts from
 0 again, so its frames are renumbered after the last one sent plus the frames
@@ -36,6 +37,7 @@ from xswarm.errors import AudioError, UsageError
 
 REOPEN_SECONDS: Final = 2.0  # s to get a lost device back before the session ends (the issue's)
 RETRY_SECONDS: Final = 0.25  # s between attempts: a re-plugged device shows up within ~0.5 s
+STABLE_SECONDS: Final = 10.0  # s a reopened device must run before a new loss is forgiven
 
 ActorFn = Callable[..., Awaitable[None]]
 
@@ -78,13 +80,13 @@ class _ReceiveProxy:
     """The receiver the speaker actor sees: the same channel, never closed by the actor."""
 
     def __init__(self, receive: Any) -> None:
-        self._receive = receive
+        self._items = receive.__aiter__()
 
     def __aiter__(self) -> _ReceiveProxy:
         return self
 
     async def __anext__(self) -> Any:
-        return await self._receive.__anext__()
+        return await self._items.__anext__()
 
     def close(self) -> None:
         """Not ours to close: the wrapper closes the real channel at the end."""
@@ -121,10 +123,13 @@ async def _keep(
     current = device
     lost: AudioError | None = None  # the loss being recovered from
     deadline = 0.0
+    back_at = -STABLE_SECONDS  # when the last reopened stream started
 
     def back() -> None:
+        nonlocal back_at
         if lost is not None:
             stats.reopens += 1
+            back_at = trio.current_time()
             announce(f"the {kind} is back on the default device")
 
     while True:
@@ -137,6 +142,8 @@ async def _keep(
             if isinstance(error, UsageError) and (status.running or lost is None):
                 raise
             if status.running and isinstance(error, AudioError):  # a running stream was lost
+                if lost is not None and trio.current_time() - back_at < STABLE_SECONDS:
+                    raise  # it came back only to fail again (opens, never calls back): give up
                 lost, current = error, None
                 stats.losses += 1
                 announce(f"{error}; reopening the default {kind} device")
