@@ -578,6 +578,7 @@ async def run_talk(
         frames_tx, frames_rx = session.open_channel("frames", FRAMES_CAPACITY, overflow=overflow)
         out_tx, out_rx = session.open_channel("output", OUTPUT_CAPACITY, overflow=overflow)
         events_tx, events_rx = session.open_channel("events", EVENTS_CAPACITY, overflow=overflow)
+        extra["announce"] = functools.partial(_announce, events_tx)  # device lost / back
         record_tx = record_rx = None
         record_sink = None
         if config.record_path is not None:
@@ -850,13 +851,26 @@ def _mic_source(config: TalkConfig, extra: dict[str, Any]) -> Callable[..., Any]
     device = resolve_device(config.input_device, "input")
     stats = StreamStats()
     extra["mic_stats"] = stats
-    return functools.partial(_mic, device=device.index, stats=stats)
+    return functools.partial(_mic, device=device.index, stats=stats, extra=extra)
 
 
-async def _mic(frames: Sender[AudioFrame], *, device: int, stats: Any) -> None:
+async def _mic(
+    frames: Sender[AudioFrame], *, device: int, stats: Any, extra: dict[str, Any]
+) -> None:
+    """The mic actor, reopened on the default input if the device is lost
+    (:mod:`xswarm.audio.resilient`); ``extra["announce"]`` tells the user."""
+    import trio
+
     from xswarm.audio.devices import mic_actor
+    from xswarm.audio.resilient import keep_mic
 
-    await mic_actor(frames, device=device, stats=stats)
+    async def mic(send: Any, *, device: int | None, task_status: Any = None) -> None:
+        stats.last_callback = 0.0  # a new stream: the old one's last callback means nothing
+        await mic_actor(
+            send, device=device, stats=stats, task_status=task_status or trio.TASK_STATUS_IGNORED
+        )
+
+    await keep_mic(mic, frames, device=device, announce=extra.get("announce", _no_announce))
 
 
 def _speaker_sink(config: TalkConfig, extra: dict[str, Any]) -> Callable[..., Any]:
@@ -874,10 +888,41 @@ def _speaker_sink(config: TalkConfig, extra: dict[str, Any]) -> Callable[..., An
 
     extra["sink_stats"] = sink_stats
     extra["speaker_stats"] = stats
-    return functools.partial(_speaker, device=device.index, buffer=buffer, stats=stats)
+    return functools.partial(_speaker, device=device.index, buffer=buffer, stats=stats, extra=extra)
 
 
-async def _speaker(frames: Receiver[AudioFrame], *, device: int, buffer: Any, stats: Any) -> None:
+async def _speaker(
+    frames: Receiver[AudioFrame], *, device: int, buffer: Any, stats: Any, extra: dict[str, Any]
+) -> None:
+    """The speaker actor, reopened on the default output if the device is lost (the
+    jitter buffer, and what it holds, carries over)."""
+    import trio
+
     from xswarm.audio.devices import speaker_actor
+    from xswarm.audio.resilient import keep_speaker
 
-    await speaker_actor(frames, device=device, buffer=buffer, stats=stats)
+    async def speaker(receive: Any, *, device: int | None, task_status: Any = None) -> None:
+        stats.last_callback = 0.0
+        await speaker_actor(
+            receive,
+            device=device,
+            buffer=buffer,
+            stats=stats,
+            task_status=task_status or trio.TASK_STATUS_IGNORED,
+        )
+
+    await keep_speaker(speaker, frames, device=device, announce=extra.get("announce", _no_announce))
+
+
+def _no_announce(message: str) -> None:
+    """Before the session's events channel exists there is nobody to tell."""
+
+
+def _announce(events: Sender[Any], message: str) -> None:
+    """A device warning for the user, through the logger (never raises)."""
+    import trio
+
+    from xswarm.log import Notice
+
+    with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+        events.send_nowait(Notice("warning", message, {"device": True}))
