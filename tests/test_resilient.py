@@ -230,3 +230,50 @@ async def test_a_lost_speaker_is_reopened_and_keeps_playing_the_same_channel(
     assert {device for device, index in played if index >= 10} == {None}
     assert (stats.losses, stats.reopens) == (1, 1) and len(announced) == 2
     assert announced[0].endswith("reopening the default output device")
+
+
+async def test_talk_reopens_a_lost_mic_and_says_so(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The same loss through talk's own mic path (xswarm.talk._mic with the device
+    actor replaced): the warnings reach the transcript stream, the session goes on."""
+    import xswarm.audio.devices as devices
+
+    monkeypatch.setattr(time, "monotonic", trio.current_time)
+    mic = FakeMic(failed_reopens=2)
+
+    async def fake_mic_actor(send: Any, *, device: Any, stats: Any, task_status: Any) -> None:
+        assert stats.last_callback == 0.0  # reset for every stream, else a stall at once
+        stats.last_callback = 1.0
+        await mic(send, device=device, task_status=task_status)
+
+    usb = devices.DeviceInfo(3, "USB mic", "ALSA", 1, 0, 48_000.0, False, False)
+    monkeypatch.setattr(devices, "resolve_device", lambda spec, kind, listed=None: usb)
+    monkeypatch.setattr(devices, "mic_actor", fake_mic_actor)
+
+    async def discard(frames: Any) -> None:
+        async with frames:
+            async for _ in frames:
+                pass
+
+    parts = TalkParts(
+        engine_factory=lambda progress: Echo(),
+        model_name="echo",
+        worker_factory=inline_worker,
+        handle_signals=False,
+        sink_actor=discard,
+    )
+    config = TalkConfig(input_device="USB mic", json=True, history=False)
+    out, err = io.StringIO(), io.StringIO()
+    talk_io = TalkIO(out, err, stdout_tty=False, stderr_tty=False, color=False)
+    with trio.fail_after(60):
+        summary = await run_talk(config, talk_io, parts)
+
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    warnings = [x["message"] for x in lines if x.get("status") == "warning"]
+    assert len(warnings) == 2 and "reopening the default input device" in warnings[0]
+    assert warnings[1] == "the input is back on the default device"
+    assert err.getvalue().count("xswarm: warning: ") == 2
+    assert mic.opened == [3, None, None, None]
+    assert summary["reason"] == "end" and summary["warnings"] == 2
+    assert LOST_AT < summary["frames"] < TOTAL_FRAMES  # the lost frames only are missing
