@@ -92,6 +92,16 @@ class TalkConfig:
     log_path: Path | None = None
     trace_path: Path | None = None
     history: bool = True  # save the session in the history (``--no-history``: don't)
+    aec: bool | None = None  # echo cancellation; None: on when both ends are real devices
+
+    @property
+    def live(self) -> bool:
+        """Both ends are sound devices: the mic can hear the speaker."""
+        return self.input_path is None and self.output_path is None
+
+    @property
+    def use_aec(self) -> bool:
+        return self.live if self.aec is None else self.aec
 
     @property
     def realtime(self) -> bool:
@@ -118,6 +128,11 @@ class TalkConfig:
             raise UsageError(f"--duration must be more than 0 seconds, got {self.duration}")
         if self.output_path == "-" and self.input_path == "-":
             pass  # legal: a filter, WAV in on stdin, WAV out on stdout
+        if self.aec and not self.live:
+            raise UsageError(
+                "--aec cancels the speaker's echo from the microphone; it needs both devices "
+                "(drop --input/--output, or --aec)"
+            )
         if self.output_path == "-" and self.json:
             raise UsageError(
                 "--output - writes audio to stdout, so the transcript cannot go there too; "
@@ -278,6 +293,54 @@ class LoadProgress:
 # -- actors ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Echo:
+    """Echo cancellation for a live session (:mod:`xswarm.audio.aec`).
+
+    ``tap`` records what the speaker's callback really played (silence and
+    underruns included); ``canceller`` estimates the playback-to-capture delay
+    from it and removes that echo from each mic frame.
+    """
+
+    canceller: Any  # xswarm.audio.aec.EchoCanceller
+    tap: Any  # xswarm.audio.aec.PlaybackTap
+
+    def summary(self) -> dict[str, Any]:
+        """The ``"aec"`` part of the session summary."""
+        stats = self.canceller.stats
+        return {
+            "delay_ms": None
+            if stats.delay_seconds is None
+            else round(stats.delay_seconds * 1e3, 1),
+            "delay_updates": stats.delay_updates,
+            "resets": stats.resets,
+            "cpu_ms_per_frame": round(1e3 * stats.cpu_seconds / stats.frames, 3)
+            if stats.frames
+            else None,
+        }
+
+
+def plan_echo(config: TalkConfig, warn: Callable[[str], None]) -> Echo | None:
+    """The echo canceller for a live session, or None (files, ``--no-aec``).
+
+    Without the canceller's package an explicit ``--aec`` is an error
+    (:class:`~xswarm.errors.AudioError`); the default only warns and goes on.
+    """
+    if not config.use_aec:
+        return None
+    from xswarm.audio.aec import EchoCanceller, PlaybackTap
+    from xswarm.errors import AudioError
+
+    try:
+        canceller = EchoCanceller()
+    except AudioError as error:
+        if config.aec:
+            raise
+        warn(f"{error.message}; talking without echo cancellation (use headphones)")
+        return None
+    return Echo(canceller, PlaybackTap())
+
+
 @dataclass
 class InferenceStats:
     """Counters of the inference actor, read by the summary."""
@@ -301,6 +364,7 @@ async def inference_actor(
     model_name: str,
     on_done: Callable[[], None] = lambda: None,
     worker_factory: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None,
+    echo: Echo | None = None,
     task_status: Any = None,
 ) -> None:
     """Load the engine on its own MLX thread, report ready, then step it once per frame.
@@ -312,6 +376,9 @@ async def inference_actor(
     For each input frame: one engine step on the MLX thread, the answer frame
     (same index and capture time, for latency) to ``output``, a
     :class:`~xswarm.log.FrameReport` to ``events``, the pair to ``record``.
+    With ``echo``, each mic frame first has the speaker's echo removed (about
+    1 ms on this thread, cheaper than a hop to another), so the model, the
+    record and the level meter get the cleaned voice.
     Under ``realtime`` sends never wait (the channels drop oldest); otherwise
     they wait (``--fast`` files). After ``max_frames`` frames it calls
     ``on_done`` (the session stops the source) and returns.
@@ -376,6 +443,8 @@ async def inference_actor(
 
             async for frame in frames:
                 t_start = time.monotonic()
+                if echo is not None:
+                    frame = echo.canceller.cancel_frame(frame, echo.tap)
                 result = await worker.run(engine.step, frame.pcm)
                 t_end = time.monotonic()
                 answer = np.asarray(result.pcm, dtype=np.float32)
@@ -569,8 +638,12 @@ async def run_talk(
 
         # 2. Outputs: files created now (a bad path fails before the slow load), devices resolved
         # (listed and chosen, not opened: that happens once the model is loaded).
+        echo = None
         if source_run is None:
             source_run = _mic_source(config, extra)
+            if parts.sink_actor is None:
+                echo = plan_echo(config, lambda message: _warn(io, config, message))
+                extra["aec_tap"] = echo.tap if echo else None
         sink_run = _plan_sink(config, parts, opened, created, extra)
         live_devices = extra
 
@@ -672,6 +745,7 @@ async def run_talk(
                 model_name=model_name,
                 on_done=source_scope.cancel,
                 worker_factory=parts.worker_factory,
+                echo=echo,
             ),
             start=True,
         ),
@@ -706,6 +780,7 @@ async def run_talk(
                 "persona": persona.name,
                 "seed": stats.seed,
                 "load_seconds": round(stats.load_seconds, 3),
+                "aec": echo.summary() if echo else None,
                 # Reports the logger could not take in time (a stalled stdout pipe):
                 # their words are missing from the transcript, so say so.
                 "events_dropped": sum(
@@ -875,11 +950,17 @@ async def _mic(
 
 def _speaker_sink(config: TalkConfig, extra: dict[str, Any]) -> Callable[..., Any]:
     """The speaker actor on the chosen output device, through a jitter buffer we can read."""
+    from xswarm.audio.aec import TappedJitterBuffer
     from xswarm.audio.devices import StreamStats, resolve_device
     from xswarm.audio.jitter import JitterBuffer
 
     device = resolve_device(config.output_device, "output")
-    buffer = JitterBuffer(prefill=JITTER_PREFILL)
+    tap = extra.get("aec_tap")  # echo cancellation reads what the speaker really played
+    buffer = (
+        TappedJitterBuffer(tap, prefill=JITTER_PREFILL)
+        if tap is not None
+        else JitterBuffer(prefill=JITTER_PREFILL)
+    )
     stats = StreamStats()
 
     def sink_stats() -> dict[str, int]:
@@ -912,6 +993,12 @@ async def _speaker(
         )
 
     await keep_speaker(speaker, frames, device=device, announce=extra.get("announce", _no_announce))
+
+
+def _warn(io: TalkIO, config: TalkConfig, message: str) -> None:
+    """A warning before the session runs (its logger does not exist yet)."""
+    if not config.quiet:
+        print(f"xswarm: warning: {message}", file=io.stderr, flush=True)
 
 
 def _no_announce(message: str) -> None:

@@ -84,6 +84,12 @@ def talk(
     trace: str = typer.Option(
         None, "--trace", help="Write a Chrome/Perfetto trace of per-frame spans to FILE."
     ),
+    aec: bool = typer.Option(
+        None,
+        "--aec/--no-aec",
+        help="Cancel the speaker's echo from the microphone "
+        "(default: on when both are sound devices).",
+    ),
     history: bool = typer.Option(
         True,
         "--history/--no-history",
@@ -117,6 +123,7 @@ def talk(
             log_path=Path(log) if log else None,
             trace_path=Path(trace) if trace else None,
             history=history,
+            aec=aec,
         )
         io = TalkIO(
             stdout=env.stdout,
