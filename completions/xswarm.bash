@@ -102,7 +102,7 @@ _xswarm() {
     if [[ $cur == -* ]]; then
         case "$path" in
             "") _xswarm_words '--version --debug -h --help' "$cur" ;;
-            'talk') _xswarm_words '-p --persona -m --model --input-device --output-device -i --input -o --output --record -d --duration --fast --json --log --trace --history --no-history --seed -q --quiet --debug -h --help' "$cur" ;;
+            'talk') _xswarm_words '-p --persona -m --model --input-device --output-device -i --input -o --output --record -d --duration --fast --json --log --trace --aec --no-aec --history --no-history --seed -q --quiet --debug -h --help' "$cur" ;;
             'transcribe') _xswarm_words '-m --model -f --format --words -o --output-dir -b --batch-size --realtime --fast -h --help' "$cur" ;;
             'devices') _xswarm_words '--json -h --help' "$cur" ;;
             'doctor') _xswarm_words '--json -h --help' "$cur" ;;
@@ -129,7 +129,7 @@ _xswarm() {
     # Sub-commands, or positional arguments by their place (npos).
     case "$path:$npos" in
         ':0') _xswarm_words 'talk transcribe devices doctor personas history models' "$cur" ;;
-        'talk:'*) _xswarm_words '-p --persona -m --model --input-device --output-device -i --input -o --output --record -d --duration --fast --json --log --trace --history --no-history --seed -q --quiet --debug -h --help' "$cur" ;;
+        'talk:'*) _xswarm_words '-p --persona -m --model --input-device --output-device -i --input -o --output --record -d --duration --fast --json --log --trace --aec --no-aec --history --no-history --seed -q --quiet --debug -h --help' "$cur" ;;
         'transcribe:'*) _xswarm_files "$cur" ;;
         'devices:'*) _xswarm_words '--json -h --help' "$cur" ;;
         'doctor:'*) _xswarm_words '--json -h --help' "$cur" ;;

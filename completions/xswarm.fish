@@ -76,6 +76,8 @@ complete -c xswarm -n '__xswarm_at xswarm/talk' -l fast -d 'With --input: run as
 complete -c xswarm -n '__xswarm_at xswarm/talk' -l json -d 'JSON lines on stdout even on a terminal.'
 complete -c xswarm -n '__xswarm_at xswarm/talk' -l log -r -F -d 'Write a JSON-lines event log (load, every frame, warnings) to FILE.'
 complete -c xswarm -n '__xswarm_at xswarm/talk' -l trace -r -F -d 'Write a Chrome/Perfetto trace of per-frame spans to FILE.'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -l aec -d 'Cancel the speaker\'s echo from the microphone (default: on when both are soun...'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -l no-aec -d 'The opposite of --aec.'
 complete -c xswarm -n '__xswarm_at xswarm/talk' -l history -d 'Save the conversation in the history (xswarm history) and the persona\'s memory.'
 complete -c xswarm -n '__xswarm_at xswarm/talk' -l no-history -d 'The opposite of --history.'
 complete -c xswarm -n '__xswarm_at xswarm/talk' -l seed -x -d 'Sampling seed, to replay a session exactly.'
