@@ -36,6 +36,7 @@ def talk(
         None,
         "--persona",
         "-p",
+        rich_help_panel="Who",
         help="Who the assistant is (xswarm personas list). "
         "Default: XSWARM_PERSONA, the config file, or jarvis.",
     ),
@@ -43,61 +44,88 @@ def talk(
         None,
         "--model",
         "-m",
+        rich_help_panel="Who",
         help="A Moshi model name (xswarm models list) or a directory. Default: the persona's.",
     ),
     input_device: str = typer.Option(
-        None, "--input-device", help="Microphone: index or part of its name (xswarm devices)."
+        None,
+        "--input-device",
+        rich_help_panel="Devices",
+        help="Microphone: index or part of its name (xswarm devices).",
     ),
     output_device: str = typer.Option(
-        None, "--output-device", help="Speaker: index or part of its name."
+        None,
+        "--output-device",
+        rich_help_panel="Devices",
+        help="Speaker: index or part of its name.",
     ),
     input: str = typer.Option(
         None,
         "--input",
         "-i",
+        rich_help_panel="Files",
         help="Read the user's side from an audio file ('-': stdin) instead of the mic.",
     ),
     output: str = typer.Option(
         None,
         "--output",
         "-o",
+        rich_help_panel="Files",
         help="Write the assistant's audio to a file ('-': WAV on stdout) instead of the speaker.",
     ),
     record: str = typer.Option(
         None,
         "--record",
+        rich_help_panel="Files",
         help="Also write the session as a stereo file: left you, right the assistant.",
     ),
-    duration: float = typer.Option(None, "--duration", "-d", help="Stop after this many seconds."),
+    duration: float = typer.Option(
+        None, "--duration", "-d", rich_help_panel="Files", help="Stop after this many seconds."
+    ),
     fast: bool = typer.Option(
         False,
         "--fast",
+        rich_help_panel="Files",
         help="With --input: run as fast as the model goes, not in real time "
         "(without --output, only the transcript is kept).",
     ),
     json_output: bool = typer.Option(
-        False, "--json", help="JSON lines on stdout even on a terminal."
+        False, "--json", rich_help_panel="Output", help="JSON lines on stdout even on a terminal."
     ),
     log: str = typer.Option(
-        None, "--log", help="Write a JSON-lines event log (load, every frame, warnings) to FILE."
+        None,
+        "--log",
+        rich_help_panel="Output",
+        help="Write a JSON-lines event log (load, every frame, warnings) to FILE.",
     ),
     trace: str = typer.Option(
-        None, "--trace", help="Write a Chrome/Perfetto trace of per-frame spans to FILE."
+        None,
+        "--trace",
+        rich_help_panel="Output",
+        help="Write a Chrome/Perfetto trace of per-frame spans to FILE.",
     ),
     aec: bool = typer.Option(
         None,
         "--aec/--no-aec",
+        rich_help_panel="Devices",
         help="Cancel the speaker's echo from the microphone "
         "(default: on when both are sound devices).",
     ),
     history: bool = typer.Option(
         True,
         "--history/--no-history",
+        rich_help_panel="Output",
         help="Save the conversation in the history (xswarm history) and the persona's memory.",
     ),
-    seed: int = typer.Option(None, "--seed", help="Sampling seed, to replay a session exactly."),
+    seed: int = typer.Option(
+        None, "--seed", rich_help_panel="Who", help="Sampling seed, to replay a session exactly."
+    ),
     quiet: bool = typer.Option(
-        False, "--quiet", "-q", help="No status line, no messages on stderr (errors still)."
+        False,
+        "--quiet",
+        "-q",
+        rich_help_panel="Output",
+        help="No status line, no messages on stderr (errors still).",
     ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
 ) -> None:
