@@ -387,16 +387,7 @@ async def mic_actor(
         stream = await _open_stream(
             "input",
             info,
-            lambda: sd.InputStream(
-                samplerate=SAMPLE_RATE,
-                blocksize=FRAME_SAMPLES,
-                channels=CHANNELS,
-                dtype="float32",
-                device=info.index,
-                latency=latency,
-                callback=_guarded(sd, watch, callback),
-                finished_callback=watch.on_finished,
-            ),
+            lambda: sd.InputStream(**_stream_options(sd, info, watch, callback, latency)),
         )
         try:
             task_status.started(info)
@@ -407,6 +398,23 @@ async def mic_actor(
         close = getattr(send, "close", None)
         if close is not None:
             close()
+
+
+def _stream_options(
+    sd: Any, info: DeviceInfo, watch: _StreamWatch, callback: Any, latency: float
+) -> dict[str, Any]:
+    """What both of our streams are: 24 kHz mono float32 in 1920-sample blocks on
+    ``info``, the callback guarded and the end watched."""
+    return {
+        "samplerate": SAMPLE_RATE,
+        "blocksize": FRAME_SAMPLES,
+        "channels": CHANNELS,
+        "dtype": "float32",
+        "device": info.index,
+        "latency": latency,
+        "callback": _guarded(sd, watch, callback),
+        "finished_callback": watch.on_finished,
+    }
 
 
 async def speaker_actor(
@@ -454,16 +462,7 @@ async def speaker_actor(
         stream = await _open_stream(
             "output",
             info,
-            lambda: sd.OutputStream(
-                samplerate=SAMPLE_RATE,
-                blocksize=FRAME_SAMPLES,
-                channels=CHANNELS,
-                dtype="float32",
-                device=info.index,
-                latency=latency,
-                callback=_guarded(sd, watch, callback),
-                finished_callback=watch.on_finished,
-            ),
+            lambda: sd.OutputStream(**_stream_options(sd, info, watch, callback, latency)),
         )
         drained = False
         failure: AudioError | None = None
