@@ -141,8 +141,14 @@ def check_frame(pcm: object) -> np.ndarray:
     )
 
 
-def window_cache(lm: Lm) -> list[LayerCache]:
+def window_cache(lm: Lm, *, slots: int | None = None) -> list[LayerCache]:
     """KV caches for ``lm``'s main transformer that stay correct for ever.
+
+    ``slots`` defaults to the config's ``context``; the STT engine passes
+    ``context + 1`` (:func:`xswarm.stt.kyutai.stt_caches`), the most a layer
+    attends to before moshi_mlx's own ring wraps, which keeps it token-identical
+    to ``run_inference``. Any ring of at most ``context + 1`` slots is never
+    sliced by the layer, so the argument below holds for both.
 
     moshi_mlx gives the main transformer ``RotatingKVCache(max_size=max_seq_len)``
     (4096) and each attention layer keeps the *last* ``context`` (3000) entries
@@ -171,7 +177,7 @@ def window_cache(lm: Lm) -> list[LayerCache]:
             RotatingKVCache(
                 head_dim=cfg.head_dim,
                 n_kv_heads=cfg.num_heads // cfg.kv_repeat,
-                max_size=cfg.context,
+                max_size=cfg.context if slots is None else slots,
             )
         )
         for _ in lm.transformer.layers

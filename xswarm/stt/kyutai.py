@@ -119,23 +119,13 @@ def stt_caches(lm: Lm) -> list[Any]:
 
     Each attention layer attends to the current step and the ``context``
     before it; a ring of exactly that many slots is never sliced, so order in
-    the ring does not matter (RoPE was applied before caching). The caches
-    take their batch size from their first use.
+    the ring does not matter (RoPE was applied before caching); see
+    :func:`xswarm.inference.moshi.window_cache`. The caches take their batch
+    size from their first use.
     """
-    from moshi_mlx.modules.kv_cache import RotatingKVCache
-    from moshi_mlx.modules.transformer import LayerCache
+    from xswarm.inference.moshi import window_cache
 
-    cfg = lm.transformer.cfg
-    return [
-        LayerCache(
-            RotatingKVCache(
-                head_dim=cfg.head_dim,
-                n_kv_heads=cfg.num_heads // cfg.kv_repeat,
-                max_size=cfg.context + 1,
-            )
-        )
-        for _ in lm.transformer.layers
-    ]
+    return window_cache(lm, slots=lm.transformer.cfg.context + 1)
 
 
 class _Batch:
