@@ -20,7 +20,6 @@ import io
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.fake_engine import EchoEngine
 from xswarm.audio import FRAME_SAMPLES, FRAME_SECONDS
 from xswarm.audio.frame import AudioFrame
 from xswarm.talk import FRAMES_CAPACITY, TalkConfig, TalkIO, TalkParts, run_talk
@@ -37,23 +37,6 @@ SESSION_SECONDS = 60.0  # s of conversation, the issue's measure
 SLOWDOWN = 1.5  # the engine's step over the frame time
 STEP_SECONDS = SLOWDOWN * FRAME_SECONDS  # 120 ms
 LATENCY_BOUND = (FRAMES_CAPACITY + 1) * STEP_SECONDS  # s: queue full of frames + its own step
-
-
-@dataclass
-class Step:
-    text_token: int
-    text: str | None
-    pcm: np.ndarray
-    seconds: float
-
-
-class Echo:
-    """An engine that answers each frame with itself."""
-
-    seed = 7
-
-    def step(self, pcm: np.ndarray) -> Step:
-        return Step(3, None, pcm, STEP_SECONDS)
 
 
 class SlowWorker:
@@ -93,7 +76,7 @@ async def test_a_slow_engine_skips_frames_and_latency_stays_bounded(
     config = TalkConfig(json=True, quiet=True, log_path=log_path, history=False)
     talk_io = TalkIO(io.StringIO(), io.StringIO(), stdout_tty=False, stderr_tty=False, color=False)
     parts = TalkParts(
-        engine_factory=lambda progress: Echo(),
+        engine_factory=lambda progress: EchoEngine(STEP_SECONDS),
         model_name="slow-echo",
         worker_factory=slow_worker,
         handle_signals=False,

@@ -16,7 +16,6 @@ import io
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.fake_engine import EchoEngine
 from xswarm.audio import FRAME_SAMPLES, FRAME_SECONDS
 from xswarm.audio.frame import AudioFrame
 from xswarm.audio.resilient import (
@@ -39,21 +39,6 @@ from xswarm.talk import TalkConfig, TalkIO, TalkParts, run_talk
 
 TOTAL_FRAMES = 100  # 8 s of conversation
 LOST_AT = 40  # the first stream dies after this many frames
-
-
-@dataclass
-class Step:
-    text_token: int
-    text: str | None
-    pcm: np.ndarray
-    seconds: float
-
-
-class Echo:
-    seed = 7
-
-    def step(self, pcm: np.ndarray) -> Step:
-        return Step(3, None, pcm, 0.0)
 
 
 class InlineWorker:
@@ -115,7 +100,7 @@ async def run_session(
                 pass
 
     parts = TalkParts(
-        engine_factory=lambda progress: Echo(),
+        engine_factory=lambda progress: EchoEngine(),
         model_name="echo",
         worker_factory=inline_worker,
         handle_signals=False,
@@ -257,7 +242,7 @@ async def test_talk_reopens_a_lost_mic_and_says_so(
                 pass
 
     parts = TalkParts(
-        engine_factory=lambda progress: Echo(),
+        engine_factory=lambda progress: EchoEngine(),
         model_name="echo",
         worker_factory=inline_worker,
         handle_signals=False,

@@ -17,7 +17,6 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import pytest
 import soundfile as sf
 import trio
 
+from tests.fake_engine import FakeStep
 from xswarm.audio import FRAME_SAMPLES, SAMPLE_RATE
 from xswarm.audio.frame import AudioFrame
 from xswarm.errors import AudioError, ModelError, UsageError
@@ -43,14 +43,6 @@ from xswarm.talk import TalkConfig, TalkIO, TalkParts, run_talk
 # Script of the fake engine: step number -> (token id, piece). Everything else is padding.
 SCRIPT = {4: (10, " Hello"), 5: (11, " wor"), 6: (12, "ld."), 11: (13, " Good"), 12: (14, " bye")}
 PAD = 3
-
-
-@dataclass
-class FakeStep:
-    text_token: int
-    text: str | None
-    pcm: np.ndarray
-    seconds: float
 
 
 class FakeEngine:
