@@ -45,6 +45,7 @@ from xswarm.stt.engine import AudioStream, ProgressEvent, StreamEnd, SttEvent, W
 from xswarm.transcript import PieceTable, WordAssembler
 
 if TYPE_CHECKING:
+    import mlx.core as mx
     import numpy as np
     from moshi_mlx.models import Lm
 
@@ -52,6 +53,7 @@ R = TypeVar("R")
 
 FLUSH_SECONDS: Final = 1.0  # s of silence after audio + delay, as run_inference.py pads
 PROGRESS_EVERY: Final = 6  # steps (0.48 s of audio) between progress events
+END_OF_TURN_HEAD: Final = 2  # the extra head Kyutai reads for end of turn (stt_from_mic_mlx.py)
 
 
 class Codec(Protocol):
@@ -152,6 +154,38 @@ class _Batch:
 
     def step(self, frames: Sequence[np.ndarray]) -> list[int]:
         """Encode one frame per row, run one LM step, return each row's text token."""
+        tokens = self._tokens(self._forward(frames))
+        result: list[int] = tokens.tolist()  # evaluates the step
+        return result
+
+    def step_with_end_of_turn(self, frames: Sequence[np.ndarray]) -> tuple[list[int], list[float]]:
+        """:meth:`step`, plus each row's probability that the speaker's turn has ended.
+
+        The same numbers as moshi_mlx's ``LmGen.step_with_extra_heads``: a
+        softmax over each extra head applied to the normed transformer output;
+        the end-of-turn probability is element 0 of head
+        :data:`END_OF_TURN_HEAD`. Only for a model with that head (see
+        :func:`has_end_of_turn_head`).
+        """
+        import mlx.core as mx
+
+        out = self._forward(frames)
+        tokens = self._tokens(out)
+        head = self.lm.extra_heads[END_OF_TURN_HEAD]
+        ended = mx.softmax(head(out), axis=-1)[:, 0, 0]
+        mx.eval(tokens, ended)
+        return tokens.tolist(), ended.astype(mx.float32).tolist()
+
+    def _tokens(self, out: mx.array) -> mx.array:
+        import mlx.core as mx
+
+        logits = self.lm.text_linear(out)
+        tokens = mx.argmax(logits[:, 0, :], axis=-1).astype(mx.int32)
+        self.text = tokens[:, None]
+        return tokens
+
+    def _forward(self, frames: Sequence[np.ndarray]) -> mx.array:
+        """Encode one frame per row and run the transformer: its normed output, not evaluated."""
         import mlx.core as mx
         import numpy as np
 
@@ -174,12 +208,8 @@ class _Batch:
         xs = lm.text_emb(self.text)
         for k, emb in enumerate(lm.audio_embs):
             xs = xs + emb(audio[:, k : k + 1])
-        out = lm.out_norm(lm.transformer(xs, cache=self.caches))
-        logits = lm.text_linear(out)
-        tokens = mx.argmax(logits[:, 0, :], axis=-1).astype(mx.int32)
-        self.text = tokens[:, None]
-        result: list[int] = tokens.tolist()  # evaluates the step
-        return result
+        out: mx.array = lm.out_norm(lm.transformer(xs, cache=self.caches))
+        return out
 
 
 class _Feed:
@@ -333,6 +363,41 @@ def load_kyutai_engine(
 
 
 def _load(model: str, batch_size: int, caller: Caller) -> KyutaiSttEngine:
+    loaded = load_kyutai_model(model)
+    return KyutaiSttEngine(
+        loaded.lm,
+        loaded.tokenizer,
+        loaded.codec_factory,
+        loaded.stt,
+        name=loaded.name,
+        batch_size=batch_size,
+        worker=caller,
+    )
+
+
+def has_end_of_turn_head(lm: Lm) -> bool:
+    """Whether the checkpoint has the end-of-turn head (config.json ``extra_heads_num_heads``)."""
+    return len(lm.extra_heads) > END_OF_TURN_HEAD
+
+
+@dataclasses.dataclass(frozen=True)
+class KyutaiModel:
+    """A loaded Kyutai STT model: what the file engine and the conversation stream are made of."""
+
+    lm: Lm
+    tokenizer: PieceTable
+    codec_factory: Callable[[], Codec]  # a fresh streaming Mimi encoder per call
+    stt: SttConfig
+    name: str
+
+
+def load_kyutai_model(model: str) -> KyutaiModel:
+    """Resolve and load a Kyutai STT model (name or directory) on the calling thread.
+
+    Raises :class:`UsageError` for an unknown name or a model that is not
+    speech-to-text, :class:`ModelError` for missing or broken weights (the
+    message names ``xswarm models pull``).
+    """
     from xswarm import models
     from xswarm.models.registry import REGISTRY
 
@@ -349,12 +414,10 @@ def _load(model: str, batch_size: int, caller: Caller) -> KyutaiSttEngine:
     codebooks = cfg.other_codebooks
     if codebooks <= 0:
         raise ModelError(f"{model}: the model hears no audio codebooks (n_q - dep_q = 0)")
-    return KyutaiSttEngine(
+    return KyutaiModel(
         lm,
         tokenizer,
         functools.partial(models.load_codec, resolved, num_codebooks=codebooks),
         stt,
-        name=resolved.name,
-        batch_size=batch_size,
-        worker=caller,
+        resolved.name,
     )

@@ -71,20 +71,15 @@ class SphinxEngine:
         for stream in streams:
             yield from self._one(stream)
 
-    def _one(self, stream: AudioStream) -> Iterator[SttEvent]:
-        import numpy as np
-        import pocketsphinx
-        import soxr
+    def listener(self) -> _Listener:
+        """A fresh push-based decoding state for one input (see :class:`_Listener`).
 
-        # Each input starts from the model's initial channel normalisation: the
-        # decoder adapts it utterance by utterance, and carrying it over would make
-        # a file's words depend on the files decoded before it.
-        self._decoder.set_cmn(self._initial_cmn)
-        resampler = soxr.ResampleStream(SAMPLE_RATE, SPHINX_RATE, 1, dtype="float32")
-        endpointer = pocketsphinx.Endpointer(sample_rate=SPHINX_RATE)
-        utterance = _Utterance(self._decoder)
-        history = _History()
-        pending = b""
+        One listener at a time: they share this engine's decoder.
+        """
+        return _Listener(self._decoder, self._initial_cmn)
+
+    def _one(self, stream: AudioStream) -> Iterator[SttEvent]:
+        listener = self.listener()
         yielded = 0
         count = 0
         error: XswarmError | None = None
@@ -92,50 +87,86 @@ class SphinxEngine:
             for frame in stream.frames:
                 yielded += len(frame)
                 count += 1
-                pcm16 = _int16(resampler.resample_chunk(frame, last=False))
-                pending += pcm16
-                pending = yield from self._feed(stream, endpointer, utterance, history, pending)
+                for word in listener.feed(frame):
+                    yield WordEvent(stream.index, word)
                 if count % PROGRESS_EVERY == 0:
                     yield ProgressEvent(stream.index, yielded / SAMPLE_RATE)
         except XswarmError as failure:
             error = failure
         duration = stream.samples(yielded) / SAMPLE_RATE
-        if error is None:
-            pending += _int16(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
-            pending = yield from self._feed(stream, endpointer, utterance, history, pending)
-            if endpointer.in_speech:
-                # end_stream rejects an empty buffer: one silent sample stands in
-                tail = endpointer.end_stream(pending or bytes(2))
-                if tail is not None:
-                    utterance.feed(tail, endpointer.speech_start, history)
-        for word in utterance.end():
+        words = listener.end_utterance() if error is not None else listener.finish()
+        for word in words:
             yield WordEvent(stream.index, _clamp(word, duration))
         yield StreamEnd(stream.index, duration, error)
 
-    def _feed(
-        self,
-        stream: AudioStream,
-        endpointer: Any,
-        utterance: _Utterance,
-        history: _History,
-        pending: bytes,
-    ) -> Iterator[SttEvent]:
-        """Run whole VAD frames from ``pending`` through; return what is left over."""
+
+class _Listener:
+    """One input's decoding state, pushed a frame at a time.
+
+    24 kHz frames -> streaming resampler -> int16 -> VAD (:class:`Endpointer`)
+    -> one decoder utterance per speech region, with pre-roll from the recent
+    history. Word times are seconds since the listener's first sample. Used by
+    the file engine (:meth:`SphinxEngine.transcribe`) and the conversation
+    stream (:mod:`xswarm.stt.stream`).
+    """
+
+    def __init__(self, decoder: Any, initial_cmn: str) -> None:
+        import pocketsphinx
+        import soxr
+
+        # Each input starts from the model's initial channel normalisation: the
+        # decoder adapts it utterance by utterance, and carrying it over would make
+        # a file's words depend on the files decoded before it.
+        decoder.set_cmn(initial_cmn)
+        self._resampler = soxr.ResampleStream(SAMPLE_RATE, SPHINX_RATE, 1, dtype="float32")
+        self._endpointer = pocketsphinx.Endpointer(sample_rate=SPHINX_RATE)
+        self._utterance = _Utterance(decoder)
+        self._history = _History()
+        self._pending = b""
+
+    def feed(self, frame: np.ndarray) -> list[Word]:
+        """One frame of 24 kHz float32 samples in; the words of any utterance it ended."""
+        self._pending += _int16(self._resampler.resample_chunk(frame, last=False))
+        return self._run()
+
+    def end_utterance(self) -> list[Word]:
+        """End the current utterance now, whatever the VAD says: its words."""
+        return self._utterance.end()
+
+    def finish(self) -> list[Word]:
+        """The input has ended: the resampler's and the VAD's last samples, the last words."""
+        import numpy as np
+
+        self._pending += _int16(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+        words = self._run()
+        endpointer = self._endpointer
+        if endpointer.in_speech:
+            # end_stream rejects an empty buffer: one silent sample stands in
+            tail = endpointer.end_stream(self._pending or bytes(2))
+            self._pending = b""
+            if tail is not None:
+                words += self._utterance.feed(tail, endpointer.speech_start, self._history)
+        return words + self._utterance.end()
+
+    def _run(self) -> list[Word]:
+        """Run the whole VAD frames of the pending samples through; keep the rest pending."""
+        endpointer = self._endpointer
         size = endpointer.frame_bytes
+        pending = self._pending
         offset = 0
+        words: list[Word] = []
         while len(pending) - offset >= size:
             chunk = pending[offset : offset + size]
             offset += size
-            history.add(chunk)
+            self._history.add(chunk)
             speech = endpointer.process(chunk)
             if speech is None:
                 continue
-            for word in utterance.feed(speech, endpointer.speech_start, history):
-                yield WordEvent(stream.index, word)
+            words += self._utterance.feed(speech, endpointer.speech_start, self._history)
             if not endpointer.in_speech:
-                for word in utterance.end():
-                    yield WordEvent(stream.index, word)
-        return pending[offset:]
+                words += self._utterance.end()
+        self._pending = pending[offset:]
+        return words
 
 
 class _History:
