@@ -13,6 +13,7 @@ import pytest
 pytest_plugins = [
     "tests.pulse",  # the PulseAudio null sink for @pytest.mark.pulse tests
     "tests.model_fixtures",  # tiny_random / tiny_random_stt: generated models, once per run
+    "tests.llm_server",  # llm_server: an OpenAI-style streaming chat server on 127.0.0.1
 ]
 
 

@@ -366,8 +366,12 @@ def forget(persona: str, keys: Iterable[str] | None = None) -> list[Fact]:
 
 def memory_prompt(persona: str) -> str:
     """The persona's facts as prompt text for the LLM, or "" when there are none."""
-    facts = memory_facts(persona)
-    if not facts:
+    return facts_prompt(fact.sentence() for fact in memory_facts(persona))
+
+
+def facts_prompt(sentences: Iterable[str]) -> str:
+    """Fact sentences (:meth:`Fact.sentence`) as prompt text, or "" when there are none."""
+    lines = "\n".join(f"- {sentence}" for sentence in sentences if sentence.strip())
+    if not lines:
         return ""
-    lines = "\n".join(f"- {fact.sentence()}" for fact in facts)
     return f"What the user told you in earlier conversations:\n{lines}"

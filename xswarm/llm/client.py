@@ -1,0 +1,124 @@
+"""The LLM seen by the cascade: messages in, a stream of text deltas out.
+
+The cascade (STT -> LLM -> TTS) needs one thing from a text LLM: given the
+conversation, the answer's text *as it is generated*, so that text-to-speech
+can start on the first words. :class:`ChatClient` is that, and nothing more;
+:func:`open_chat` picks the implementation from :class:`LlmConfig`:
+
+- an OpenAI-compatible ``/chat/completions`` endpoint with ``"stream": true``
+  (ollama, llama.cpp's server, LM Studio, vLLM, OpenAI): :mod:`xswarm.llm.openai`;
+- ``model="mlx:PATH"``: an MLX model in this process, see :mod:`xswarm.llm.mlx`.
+
+Every failure of the LLM is an :class:`LlmError` with a one-line message that
+names the endpoint, so the cascade can apologise, print the line and go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import urllib.parse
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal, Protocol
+
+from xswarm.errors import UsageError, XswarmError
+
+API_KEY_VARIABLES: Final = ("XSWARM_LLM_API_KEY", "OPENAI_API_KEY")  # first one set wins
+MLX_PREFIX: Final = "mlx:"  # --llm-model mlx:PATH runs the model in-process
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One message of a chat: who said it and what."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class LlmConfig:
+    """Where the LLM is and how long to wait for it.
+
+    ``url`` is the base URL of an OpenAI-compatible API, the part before
+    ``/chat/completions`` (``http://127.0.0.1:11434/v1`` for ollama); a URL that
+    already ends in ``/chat/completions`` is accepted too. ``api_key`` is sent
+    as a Bearer token and never shown (it is left out of ``repr``); see
+    :func:`api_key_from_env`.
+    """
+
+    url: str
+    model: str
+    api_key: str | None = field(default=None, repr=False)
+    connect_timeout: float = 5.0  # s to open the TCP connection
+    stall_timeout: float = 15.0  # s without a byte of the answer -> LlmError
+    max_tokens: int | None = None  # cap on the answer's length; None: the server's default
+
+
+class LlmError(XswarmError):
+    """The LLM failed: one line naming the endpoint and what went wrong."""
+
+
+class ChatClient(Protocol):
+    """A chat model that streams its answer.
+
+    ``stream(messages)`` is an async generator of text deltas, in order, to be
+    joined with ``""``. It raises :class:`LlmError` when the endpoint is
+    unreachable, times out, answers with an HTTP error or with something that is
+    not a chat stream, or ends the stream before the answer is complete (deltas
+    already yielded stay valid: the caller decides what to keep).
+
+    Consume it inside ``contextlib.aclosing`` so that leaving early (barge-in)
+    or a cancellation closes the underlying connection at once::
+
+        async with contextlib.aclosing(chat.stream(messages)) as deltas:
+            async for delta in deltas:
+                ...
+    """
+
+    def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]: ...
+
+
+def api_key_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """The API key: ``XSWARM_LLM_API_KEY``, else ``OPENAI_API_KEY``, else None."""
+    env = os.environ if environ is None else environ
+    for name in API_KEY_VARIABLES:
+        value = env.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def chat_endpoint(url: str) -> str:
+    """``{url}/chat/completions``, checked: a UsageError names a URL that is not http(s)."""
+    base = url.strip().rstrip("/")
+    parts = urllib.parse.urlsplit(base)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise UsageError(
+            f'LLM URL "{url}" is not an http(s) URL; pass the API base with --llm-url, '
+            "e.g. http://127.0.0.1:11434/v1"
+        )
+    if base.endswith("/chat/completions"):
+        return base
+    return f"{base}/chat/completions"
+
+
+@contextlib.asynccontextmanager
+async def open_chat(config: LlmConfig) -> AsyncIterator[ChatClient]:
+    """A :class:`ChatClient` for ``config``, open for the duration of the block.
+
+    The HTTP client (its connection pool) or the in-process model is released
+    when the block exits, cancelled or not. Raises :class:`UsageError` for a
+    malformed URL or an unusable ``mlx:`` model, before anything is sent; a
+    server that cannot be reached is only noticed by ``stream``.
+    """
+    if config.model.startswith(MLX_PREFIX):
+        from xswarm.llm.mlx import open_mlx_chat
+
+        async with open_mlx_chat(config) as client:
+            yield client
+        return
+    from xswarm.llm.openai import open_openai_chat
+
+    async with open_openai_chat(config) as client:
+        yield client

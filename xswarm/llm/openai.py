@@ -1,0 +1,310 @@
+"""An OpenAI-compatible chat-completions client that streams, under trio.
+
+``POST {url}/chat/completions`` with ``"stream": true`` answers with
+server-sent events (SSE): ``data: {json chunk}`` lines separated by blank
+lines, each chunk carrying ``choices[0].delta.content``, and a final
+``data: [DONE]``. ollama, llama.cpp's server, LM Studio, vLLM and OpenAI all
+speak it, so one client covers them.
+
+Why httpx: its ``AsyncClient`` runs under trio (through anyio), streams a
+response body as it arrives, and has separate connect and read timeouts. The
+read timeout is exactly the stall rule we want (no byte for
+``stall_timeout`` seconds), and it restarts on every byte, so a slow but live
+model is never cut off. The SSE framing is twenty lines here; the
+``httpx-sse`` package would save those lines but not the error handling
+around them, which is most of this module.
+
+Errors: every failure becomes one :class:`~xswarm.llm.client.LlmError` line
+naming the endpoint (refused, connect timeout, stalled, HTTP status with the
+server's own message, not an event stream, garbage in the stream, stream cut
+before ``[DONE]``). Cancellation (barge-in) closes the response, and with it
+the TCP connection, before the cancellation propagates: the server sees the
+client go and can stop generating.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict
+from typing import Any, Final
+
+import httpx
+
+from xswarm.llm.client import ChatMessage, LlmConfig, LlmError, chat_endpoint
+
+ERROR_BODY_LIMIT: Final = 16_384  # bytes of an error response read for its message
+MESSAGE_LIMIT: Final = 200  # characters of a server's message kept in our one line
+USER_AGENT: Final = "xswarm"
+
+
+class OpenAiChat:
+    """A :class:`~xswarm.llm.client.ChatClient` for one OpenAI-compatible endpoint.
+
+    Built by :func:`open_openai_chat`, which owns (and closes) the HTTP client.
+    """
+
+    def __init__(self, config: LlmConfig, http: httpx.AsyncClient) -> None:
+        self.config = config
+        self.endpoint = chat_endpoint(config.url)
+        self._http = http
+
+    def _request_body(self, messages: Sequence[ChatMessage]) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": [asdict(message) for message in messages],
+            "stream": True,
+        }
+        if self.config.max_tokens is not None:
+            body["max_tokens"] = self.config.max_tokens
+        return body
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream", "User-Agent": USER_AGENT}
+        if self.config.api_key:
+            headers["Authorization"] = f"Bearer {self.config.api_key}"
+        return headers
+
+    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+        """The answer to ``messages`` as text deltas; see :class:`ChatClient`.
+
+        Raises :class:`LlmError`. Closing the generator early or cancelling the
+        consuming task closes the HTTP response (and its connection).
+        """
+        where = f"the LLM at {self.endpoint}"
+        try:
+            async with self._http.stream(
+                "POST", self.endpoint, json=self._request_body(messages), headers=self._headers()
+            ) as response:
+                if response.status_code >= 400:
+                    raise _status_error(where, response, await _read_limited(response))
+                kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                if kind == "text/event-stream":
+                    async with contextlib.aclosing(_sse_deltas(where, response)) as deltas:
+                        async for delta in deltas:
+                            yield delta
+                elif kind.endswith("json"):
+                    # A server that ignores "stream": the whole answer at once is still an answer.
+                    yield _whole_answer(where, await _read_limited(response))
+                else:
+                    raise LlmError(
+                        f"{where} answered with {kind or 'no content type'}, not an event "
+                        "stream: is --llm-url the API base (for example http://HOST:PORT/v1)?"
+                    )
+        except httpx.ConnectTimeout:
+            raise LlmError(
+                f"{where} did not accept a connection within {self.config.connect_timeout:g} s"
+            ) from None
+        except httpx.ConnectError as error:
+            raise LlmError(
+                f"cannot connect to {where}: {_reason(error)} (is the server running?)"
+            ) from None
+        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
+            raise LlmError(
+                f"{where} stalled: nothing received for {self.config.stall_timeout:g} s"
+            ) from None
+        except httpx.RemoteProtocolError as error:
+            raise LlmError(
+                f"{where} closed the connection before the answer was complete ({_reason(error)})"
+            ) from None
+        except httpx.HTTPError as error:
+            raise LlmError(f"{where} failed: {_reason(error)}") from None
+
+
+@contextlib.asynccontextmanager
+async def open_openai_chat(config: LlmConfig) -> AsyncIterator[OpenAiChat]:
+    """An :class:`OpenAiChat` whose connection pool lives as long as the block."""
+    chat_endpoint(config.url)  # UsageError for a bad URL, before any I/O
+    timeout = httpx.Timeout(
+        connect=config.connect_timeout,
+        read=config.stall_timeout,
+        write=config.stall_timeout,
+        pool=config.connect_timeout,
+    )
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        yield OpenAiChat(config, http)
+
+
+# --- server-sent events -----------------------------------------------------------------
+
+
+class _NotAnEventStream(Exception):
+    """A line that no SSE stream contains."""
+
+
+class SseDecoder:
+    """Server-sent events from lines (the ``data`` of each event).
+
+    Follows the SSE rules that matter here: ``data:`` lines of one event join
+    with newlines, a blank line ends the event, ``:`` lines are comments
+    (keep-alives), ``event``/``id``/``retry`` are read and ignored except an
+    ``error`` event name. Any other line means the body is not SSE at all.
+    """
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+        self._event = ""
+
+    def line(self, line: str) -> tuple[str, str] | None:
+        """Feed one line (without its end); returns ``(event, data)`` when an event ends."""
+        if not line:
+            return self.end()
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name not in ("id", "retry"):
+            raise _NotAnEventStream(line)
+        return None
+
+    def end(self) -> tuple[str, str] | None:
+        """The pending event, if any (the body ended without a final blank line)."""
+        if not self._data:
+            self._event = ""
+            return None
+        event = (self._event, "\n".join(self._data))
+        self._data, self._event = [], ""
+        return event
+
+
+async def _sse_deltas(where: str, response: httpx.Response) -> AsyncIterator[str]:
+    decoder = SseDecoder()
+
+    def deltas(event: tuple[str, str] | None) -> list[str] | None:
+        """The event's text deltas; None for [DONE]."""
+        if event is None:
+            return []
+        name, data = event
+        if data.strip() == "[DONE]":
+            return None
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise LlmError(f"{where} sent garbage in its event stream: {_clip(data)}") from None
+        if name == "error" or (isinstance(chunk, dict) and "error" in chunk):
+            raise LlmError(f"{where} reported an error mid-answer: {_error_message(chunk)}")
+        return _chunk_text(where, chunk)
+
+    try:
+        async for line in response.aiter_lines():
+            texts = deltas(decoder.line(line))
+            if texts is None:
+                return
+            for text in texts:
+                yield text
+        texts = deltas(decoder.end())
+    except _NotAnEventStream as error:
+        raise LlmError(
+            f"{where} did not send a server-sent event stream (got {_clip(str(error))})"
+        ) from None
+    if texts is None:
+        return
+    for text in texts:
+        yield text
+    raise LlmError(f"{where} ended the stream before the answer was complete (no [DONE])")
+
+
+def _chunk_text(where: str, chunk: Any) -> list[str]:
+    """``choices[0].delta.content`` of one streamed chunk (empty list when absent)."""
+    try:
+        choices = chunk["choices"]
+        if not choices:
+            return []  # usage-only chunks (stream_options) have no choices
+        delta = choices[0].get("delta") or {}
+        content = delta.get("content")
+    except (KeyError, TypeError, AttributeError, IndexError):
+        raise LlmError(
+            f"{where} sent a chunk that is not a chat completion: {_clip(json.dumps(chunk))}"
+        ) from None
+    if content is None:
+        return []
+    if not isinstance(content, str):
+        raise LlmError(f"{where} sent non-text content: {_clip(json.dumps(content))}")
+    return [content] if content else []
+
+
+def _whole_answer(where: str, body: bytes) -> str:
+    """``choices[0].message.content`` of a non-streamed answer."""
+    try:
+        content = json.loads(body)["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, TypeError, IndexError):
+        raise LlmError(f"{where} sent garbage: {_clip(body.decode('utf-8', 'replace'))}") from None
+    if not isinstance(content, str):
+        raise LlmError(f"{where} sent non-text content: {_clip(json.dumps(content))}")
+    return content
+
+
+# --- error messages ---------------------------------------------------------------------
+
+
+async def _read_limited(response: httpx.Response) -> bytes:
+    body = b""
+    async for part in response.aiter_bytes():
+        body += part
+        if len(body) >= ERROR_BODY_LIMIT:
+            break
+    return body[:ERROR_BODY_LIMIT]
+
+
+def _status_error(where: str, response: httpx.Response, body: bytes) -> LlmError:
+    status = response.status_code
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        message = _error_message(json.loads(text))
+    except ValueError:
+        message = text
+    line = f"{where} answered HTTP {status} {response.reason_phrase}".rstrip()
+    if message:
+        line += f": {_clip(message)}"
+    if status in (401, 403):
+        line += " (set the API key in XSWARM_LLM_API_KEY or OPENAI_API_KEY)"
+    elif status == 404:
+        line += " (check --llm-url, the API base ending in /v1, and --llm-model)"
+    return LlmError(line)
+
+
+def _error_message(data: Any) -> str:
+    """The message in an OpenAI ``{"error": {"message": ...}}`` or ollama ``{"error": "..."}``."""
+    if isinstance(data, dict):
+        error = data.get("error", data.get("detail", data.get("message")))
+        if isinstance(error, dict):
+            error = error.get("message", error)
+        if isinstance(error, str):
+            return error
+        if error is not None:
+            return json.dumps(error)
+    return json.dumps(data)
+
+
+def _reason(error: BaseException) -> str:
+    """The most specific OS-level reason under an httpx error ("Connection refused")."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [error]
+    best = str(error) or type(error).__name__
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            if not isinstance(current, socket.gaierror) and (current.errno or 0) > 0:
+                return os.strerror(current.errno)  # without trio's "Error connecting to ..."
+            return current.strerror
+        stack.extend(getattr(current, "exceptions", ()))
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                stack.append(linked)
+    return best
+
+
+def _clip(text: str) -> str:
+    """One line of at most MESSAGE_LIMIT characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= MESSAGE_LIMIT else flat[: MESSAGE_LIMIT - 1] + "…"
