@@ -91,14 +91,25 @@ class _RealTime:
     """
 
     def __init__(self) -> None:
-        self.heard = 0.0  # s of real input fed
-        self.shift = 0.0  # s of flush silence fed
+        # Counted in frames, not summed in seconds: 0.08 s added up drifts.
+        self.input_frames = 0  # real input fed
+        self.flush_frames = 0  # flush silence fed
         self._last_end = 0.0
+
+    @property
+    def heard(self) -> float:
+        """Seconds of real input fed."""
+        return self.input_frames * FRAME_SAMPLES / SAMPLE_RATE
+
+    @property
+    def shift(self) -> float:
+        """Seconds of flush silence fed."""
+        return self.flush_frames * FRAME_SAMPLES / SAMPLE_RATE
 
     @property
     def fed(self) -> float:
         """Seconds the recogniser heard: input and flush silence."""
-        return self.heard + self.shift
+        return (self.input_frames + self.flush_frames) * FRAME_SAMPLES / SAMPLE_RATE
 
     def word(self, word: Word) -> Word:
         start = min(max(word.start - self.shift, self._last_end), self.heard)
@@ -161,7 +172,7 @@ class KyutaiSttStream:
         import numpy as np
 
         frame = _check_frame(pcm)
-        self._time.heard += FRAME_SAMPLES / SAMPLE_RATE
+        self._time.input_frames += 1
         self._buffer = np.concatenate([self._buffer, frame])
         words = [self._time.word(word) for word in self._held]
         self._held.clear()
@@ -180,7 +191,7 @@ class KyutaiSttStream:
         if last is not None:
             found.append(last)
         words = tuple(self._time.word(word) for word in found)
-        self._time.shift += self.flush_frames * FRAME_SECONDS
+        self._time.flush_frames += self.flush_frames
         return words
 
     def _steps(self, *, vad: bool) -> list[tuple[Word | None, float | None]]:
@@ -223,7 +234,7 @@ class SphinxSttStream:
 
     def feed(self, pcm: np.ndarray) -> SttUpdate:
         frame = _check_frame(pcm)
-        self._time.heard += FRAME_SAMPLES / SAMPLE_RATE
+        self._time.input_frames += 1
         words = self._listener.feed(frame)
         return SttUpdate(tuple(self._time.word(word) for word in words), None)
 
@@ -236,7 +247,7 @@ class SphinxSttStream:
             found += self._listener.feed(silence)
         found += self._listener.end_utterance()
         words = tuple(self._time.word(word) for word in found)
-        self._time.shift += self.flush_frames * FRAME_SECONDS
+        self._time.flush_frames += self.flush_frames
         return words
 
 
