@@ -68,6 +68,8 @@ from xswarm.status import (
 from xswarm.transcript import WORD_START, Word
 
 SPEAKER_ASSISTANT: Final = "assistant"
+SPEAKER_USER: Final = "user"  # the cascade mode transcribes the user too (xswarm.cascade)
+USER_LABEL: Final = "You"  # shown before the user's words on a terminal
 LINE_GAP_SECONDS: Final = 1.6  # a pause this long ends a pretty transcript line: a new thought
 STATUS_REFRESH_SECONDS: Final = 0.07  # s: about once per frame live, not 50x/s with --fast
 SLOW_WARNING_FRAMES: Final = 12  # ~1 s of steps measured before judging real-time speed
@@ -130,6 +132,31 @@ class Notice:
     status: str
     message: str
     data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakerWord:
+    """A finished word of either speaker, timed on the session's clock (the cascade's words).
+
+    The duplex engine's words come as text pieces in :class:`FrameReport`; the
+    cascade knows its words whole: the user's from the STT, the assistant's
+    from the TTS frames that were played.
+    """
+
+    speaker: str  # SPEAKER_USER or SPEAKER_ASSISTANT
+    word: Word
+
+
+@dataclass(frozen=True, slots=True)
+class TurnReport:
+    """One exchange of the cascade ended: ``{"type": "turn", **fields}`` on stdout and in
+    the history, and a turn boundary (the history is synced, memory learns the user's facts).
+
+    ``fields`` holds what the user said, what the assistant actually said, how it
+    ended and the per-stage timings (see :mod:`xswarm.cascade`).
+    """
+
+    fields: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,6 +378,7 @@ class LogOptions:
     realtime: bool = True  # frames come at the wall clock's pace (not --fast): slowness matters
     speaker_label: str = "moshi"  # the name shown before the assistant's words
     speaker_color: str = BOLD + CYAN  # the persona's colour, an ANSI SGR sequence
+    user_label: str = USER_LABEL  # the name shown before the user's words (cascade)
 
 
 class SessionOutput:
@@ -396,6 +424,7 @@ class SessionOutput:
         self.trace = TraceFile(trace_path, clock()) if trace_path else None
         self._words_on_line = 0
         self._line_text = ""
+        self._line_speaker = SPEAKER_ASSISTANT
         self._last_word_end = 0.0
         self._slow_warned = False
         self._status_drawn_at = -math.inf
@@ -415,6 +444,10 @@ class SessionOutput:
         try:
             if isinstance(event, FrameReport):
                 self._frame(event)
+            elif isinstance(event, SpeakerWord):
+                self._word(event.word, event.speaker, auto_turn=False)
+            elif isinstance(event, TurnReport):
+                self._turn(event)
             else:
                 self.notice(event)
         except BrokenPipeError:
@@ -562,11 +595,15 @@ class SessionOutput:
 
     # -- transcript -------------------------------------------------------------
 
-    def _word(self, word: Word) -> None:
+    def _word(
+        self, word: Word, speaker: str = SPEAKER_ASSISTANT, *, auto_turn: bool = True
+    ) -> None:
+        """One word of ``speaker``. ``auto_turn``: a sentence end or a pause ends the turn
+        (duplex); the cascade says where its turns end instead (:class:`TurnReport`)."""
         self.metrics.words += 1
         record = {
             "type": "word",
-            "speaker": SPEAKER_ASSISTANT,
+            "speaker": speaker,
             "start": round(word.start, 2),
             "end": round(word.end, 2),
             "text": word.text,
@@ -574,25 +611,34 @@ class SessionOutput:
         if self.log:
             self.log.write(record)
         if self.history:
-            self.history.word(SPEAKER_ASSISTANT, word.text, word.start, word.end)
-            self._turn_words += 1
-            self._turn_last_end = word.end
-            if word.text.endswith(SENTENCE_END):
-                self._end_turn()
+            self.history.word(speaker, word.text, word.start, word.end)
+            if auto_turn:
+                self._turn_words += 1
+                self._turn_last_end = word.end
+                if word.text.endswith(SENTENCE_END):
+                    self._end_turn()
         if self.stdout_closed:
             return
         if self.options.json:
             self._stdout_line(json.dumps(record, ensure_ascii=False))
             return
+        user = speaker == SPEAKER_USER
+        name = self.options.user_label if user else self.options.speaker_label
+        if self._words_on_line and speaker != self._line_speaker:
+            self._end_line()  # each speaker on lines of their own
+        self._line_speaker = speaker
         # A terminal must never receive raw control characters (a random model's bytes).
         text = "".join(ch if ch.isprintable() else "\ufffd" for ch in word.text)
-        room = self.display.width - len(self.options.speaker_label) - 3
+        room = self.display.width - len(name) - 3
         if len(text) > room:  # one word wider than the terminal would wrap the live lines
             text = text[: max(1, room - 1)] + "…"
-        label = f"{self.options.speaker_label}:"
-        if self.options.color and self.options.speaker_color:
-            label = f"{self.options.speaker_color}{label}{RESET}"
-        visible = len(self.options.speaker_label) + 1 + len(self._line_text) + 1 + len(text)
+        label = f"{name}:"
+        if self.options.color:
+            # The assistant in the persona's colour, the user in plain bold: told apart at a glance.
+            style = BOLD if user else self.options.speaker_color
+            if style:
+                label = f"{style}{label}{RESET}"
+        visible = len(name) + 1 + len(self._line_text) + 1 + len(text)
         if self._words_on_line and visible >= self.display.width - 1:
             self._end_line()
         self._line_text = f"{self._line_text} {text}" if self._line_text else text
@@ -605,6 +651,19 @@ class SessionOutput:
     def _end_turn(self) -> None:
         self._turn_words = 0
         self.turn_ended = True
+
+    def _turn(self, report: TurnReport) -> None:
+        """A cascade exchange ended: its record everywhere, and a turn boundary."""
+        record = {"type": "turn", **report.fields}
+        if self.log:
+            self.log.write(record)
+        if self.history:
+            self.history.event("turn", **report.fields)
+            self.turn_ended = True  # the logger actor syncs the file and runs the memory rules
+        if self._words_on_line:
+            self._end_line()
+        if self.options.json:
+            self._stdout_line(json.dumps(record, ensure_ascii=False))
 
     def _end_line(self) -> None:
         self.display.commit_partial()

@@ -28,6 +28,12 @@ The file format (every key is documented in :func:`render_template`'s output)::
     [voice]
     moshi = "moshiko-mlx-q4"         # a Moshi model name (xswarm models list) or a path
     tts = "vctk/p244_023.wav"        # a voice of kyutai/tts-voices, for cascade mode
+    stt = "stt-1b-en_fr-mlx"         # cascade: the STT model (optional)
+    tts_model = "tts-1.6b-en_fr"     # cascade: the TTS model (optional)
+
+    [llm]                            # cascade: an OpenAI-compatible chat server (optional)
+    url = "http://127.0.0.1:11434/v1"
+    model = "llama3.2"
 
     [sampling]                       # all optional; Moshi's defaults otherwise
     temperature = 0.8                # audio tokens, 0 = greedy
@@ -86,6 +92,20 @@ class Voice:
 
     moshi: str
     tts: str | None = None
+    stt: str | None = None  # the cascade's STT model (name or path); None: the default
+    tts_model: str | None = None  # the cascade's TTS model (name or path); None: the default
+
+
+@dataclass(frozen=True)
+class Llm:
+    """The text LLM of the cascade mode: an OpenAI-compatible server and a model name.
+
+    Either may be None (then ``--llm-url`` / ``--llm-model`` must give it). The
+    API key is never stored here: it comes from the environment.
+    """
+
+    url: str | None = None
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +140,7 @@ class Persona:
     sampling: Sampling
     memory: bool = True
     mode: str = "duplex"
+    llm: Llm = field(default_factory=Llm)
     source: Path | None = field(default=None, compare=False)
     builtin: bool = field(default=False, compare=False)
 
@@ -156,6 +177,12 @@ _TOP_KEYS: Final = (
 _VOICE_KEYS: Final = (
     _Key("moshi", str, True, "Moshi model: a name from `xswarm models list` or a path"),
     _Key("tts", str, False, "Kyutai TTS voice, a file of the kyutai/tts-voices repo"),
+    _Key("stt", str, False, "cascade: speech-to-text model, a name (xswarm models list) or path"),
+    _Key("tts_model", str, False, "cascade: text-to-speech model, a name or a path"),
+)
+_LLM_KEYS: Final = (
+    _Key("url", str, False, "cascade: OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1"),
+    _Key("model", str, False, "cascade: the model name the server knows, e.g. llama3.2"),
 )
 _SAMPLING_KEYS: Final = (
     _Key("temperature", float, False, f"audio tokens, 0 (greedy) to {MAX_TEMPERATURE}"),
@@ -163,7 +190,7 @@ _SAMPLING_KEYS: Final = (
     _Key("top_k", int, False, f"audio tokens, 1 to {AUDIO_VOCAB - 1}"),
     _Key("text_top_k", int, False, f"text tokens, 1 to {TEXT_VOCAB - 1}"),
 )
-_TABLES: Final = {"voice": _VOICE_KEYS, "sampling": _SAMPLING_KEYS}
+_TABLES: Final = {"voice": _VOICE_KEYS, "sampling": _SAMPLING_KEYS, "llm": _LLM_KEYS}
 _TOML_TYPE_NAMES: Final = {
     str: "a string",
     bool: "true or false",
@@ -335,10 +362,13 @@ def _build(data: Mapping[str, Any], expect_name: str | None) -> Persona:
         color=data["color"],
         greeting=data["greeting"],
         system_prompt=data["system_prompt"],
-        voice=Voice(moshi=voice["moshi"], tts=tts),
+        voice=Voice(
+            moshi=voice["moshi"], tts=tts, stt=voice.get("stt"), tts_model=voice.get("tts_model")
+        ),
         sampling=sampling,
         memory=data.get("memory", True),
         mode=mode,
+        llm=Llm(url=data.get("llm", {}).get("url"), model=data.get("llm", {}).get("model")),
     )
 
 
@@ -556,8 +586,14 @@ def render_template(base: Persona, name: str) -> str:
         "mode": base.mode,
     }
     tables: dict[str, dict[str, Any]] = {
-        "voice": {"moshi": base.voice.moshi, "tts": base.voice.tts},
+        "voice": {
+            "moshi": base.voice.moshi,
+            "tts": base.voice.tts,
+            "stt": base.voice.stt,
+            "tts_model": base.voice.tts_model,
+        },
         "sampling": asdict(base.sampling),
+        "llm": {"url": base.llm.url, "model": base.llm.model},
     }
 
     def render(value: Any) -> str:

@@ -59,6 +59,7 @@ FRAMES_CAPACITY: Final = 4  # frames (320 ms) from source to model: more is late
 OUTPUT_CAPACITY: Final = 8  # frames (640 ms) from model to sink, the jitter buffer's own bound
 EVENTS_CAPACITY: Final = 1024  # reports (82 s) to the logger: a stalled stdout pipe shows as drops
 RECORD_CAPACITY: Final = 64  # frame pairs (5 s) to the --record writer: a slow disk has slack
+TALK_MODES: Final = ("duplex", "cascade")  # Moshi alone, or STT -> text LLM -> TTS
 PROGRESS_REFRESH: Final = 0.1  # s between redraws of the load bar
 JITTER_PREFILL: Final = 3 * FRAME_SAMPLES  # samples (240 ms) queued before playback starts:
 # mic and speaker share a clock but not a phase (one frame), and on a busy 2-core machine a
@@ -93,6 +94,13 @@ class TalkConfig:
     trace_path: Path | None = None
     history: bool = True  # save the session in the history (``--no-history``: don't)
     aec: bool | None = None  # echo cancellation; None: on when both ends are real devices
+    # The cascade (xswarm.cascade): None means the persona's setting, then the default.
+    mode: str | None = None  # "duplex" (Moshi alone) or "cascade" (STT -> LLM -> TTS)
+    stt_model: str | None = None
+    tts_model: str | None = None
+    llm_url: str | None = None
+    llm_model: str | None = None
+    llm_timeout: float | None = None  # s without a byte of the LLM's stream before giving up
 
     @property
     def live(self) -> bool:
@@ -122,6 +130,10 @@ class TalkConfig:
             raise UsageError("--input FILE and --input-device DEV both name the input; pick one")
         if self.output_path is not None and self.output_device is not None:
             raise UsageError("--output FILE and --output-device DEV both name the output; pick one")
+        if self.mode is not None and self.mode not in TALK_MODES:
+            raise UsageError(f"--mode must be duplex or cascade, not {self.mode!r}")
+        if self.llm_timeout is not None and not self.llm_timeout > 0:
+            raise UsageError(f"--llm-timeout must be more than 0 seconds, got {self.llm_timeout}")
         if self.seed is not None and not 0 <= self.seed < 2**64:
             raise UsageError(f"--seed must be between 0 and 2**64 - 1, got {self.seed}")
         if self.duration is not None and not self.duration > 0:
@@ -201,6 +213,14 @@ class TalkPersona:
     model: str  # its Moshi model, when --model is not given
     _sampling: Any = None  # xswarm.personas.Sampling
     memory: bool = True  # remember facts across sessions (xswarm.memory)
+    # For the cascade mode (xswarm.cascade); duplex ignores them.
+    mode: str = "duplex"
+    system_prompt: str = ""
+    tts_voice: str | None = None  # [voice] tts
+    stt_model: str | None = None  # [voice] stt
+    tts_model: str | None = None  # [voice] tts_model
+    llm_url: str | None = None  # [llm] url
+    llm_model: str | None = None  # [llm] model
 
     def sampling(self, seed: int | None) -> Any:
         from xswarm.inference.sampling import SamplingConfig
@@ -221,19 +241,11 @@ class TalkPersona:
 
 
 def load_talk_persona(name: str | None) -> TalkPersona:
-    """The persona for this session; raises :class:`UsageError` for an unknown one.
-
-    Only duplex personas can talk: a cascade persona (a text LLM between STT
-    and TTS) needs a mode talk does not have yet, and says so.
-    """
+    """The persona for this session; raises :class:`UsageError` for an unknown one."""
     from xswarm.personas import load_persona
 
     persona = load_persona(name)
-    if persona.mode != "duplex":
-        raise UsageError(
-            f"persona {persona.name!r} uses {persona.mode} mode, which xswarm talk does not "
-            "support yet; pick a duplex persona (xswarm personas list)"
-        )
+    llm = getattr(persona, "llm", None)
     return TalkPersona(
         name=persona.name,
         label=persona.display_name or persona.name,
@@ -242,6 +254,13 @@ def load_talk_persona(name: str | None) -> TalkPersona:
         model=persona.voice.moshi,
         _sampling=persona.sampling,
         memory=persona.memory,
+        mode=persona.mode,
+        system_prompt=persona.system_prompt,
+        tts_voice=persona.voice.tts,
+        stt_model=getattr(persona.voice, "stt", None),
+        tts_model=getattr(persona.voice, "tts_model", None),
+        llm_url=getattr(llm, "url", None),
+        llm_model=getattr(llm, "model", None),
     )
 
 
@@ -388,10 +407,9 @@ async def inference_actor(
     (its thread joined) on every exit path.
     """
     import numpy as np
-    import trio
 
     from xswarm.audio.frame import AudioFrame
-    from xswarm.log import FrameReport, Notice
+    from xswarm.log import FrameReport
 
     if worker_factory is None:
         from xswarm.inference.worker import open_mlx_worker
@@ -409,37 +427,16 @@ async def inference_actor(
             if end is not None:
                 ends.enter_context(end)
         async with worker_factory() as worker:
-            progress = LoadProgress()
-            t_load = time.monotonic()
-            async with trio.open_nursery() as bar:
-                if log.options.live and not log.options.quiet:
-                    bar.start_soon(_draw_progress, log, progress, f"loading {model_name}")
-                try:
-                    engine = await worker.run(factory, progress.update)
-                except trio.Cancelled:
-                    progress.abort()  # the abandoned load stops at its next progress report
-                    raise
-                bar.cancel_scope.cancel()
-            log.display.clear_status()
-            stats.load_seconds = time.monotonic() - t_load
-            stats.seed = getattr(engine, "seed", None)
-            events.send_nowait(
-                Notice(
-                    "ready",
-                    f"ready: talking with {model_name} (seed {stats.seed}); "
-                    + ("speak, Ctrl-C to stop" if realtime else "processing"),
-                    {
-                        "model": model_name,
-                        "seed": stats.seed,
-                        "load_seconds": round(stats.load_seconds, 3),
-                        # Of which: the engine's warm-up steps (MLX compiles on first use).
-                        "warmup_seconds": round(getattr(engine, "warmup_seconds", 0.0), 3),
-                    },
-                )
+            engine = await load_announced(
+                worker,
+                factory,
+                events,
+                stats=stats,
+                log=log,
+                model_name=model_name,
+                realtime=realtime,
+                task_status=task_status,
             )
-            log.mark_ready()
-            if task_status is not None:
-                task_status.started()
 
             async for frame in frames:
                 t_start = time.monotonic()
@@ -471,6 +468,62 @@ async def inference_actor(
                 if max_frames is not None and stats.frames >= max_frames:
                     on_done()
                     break
+
+
+async def load_announced(
+    worker: Any,
+    factory: Callable[[Callable[..., None]], Any],
+    events: Sender[Any],
+    *,
+    stats: InferenceStats,
+    log: SessionOutput,
+    model_name: str,
+    realtime: bool,
+    task_status: Any = None,
+) -> Any:
+    """Build the engine on the MLX ``worker`` (progress bar on a terminal), then say ready.
+
+    Shared by every inference actor (duplex Moshi, :mod:`xswarm.cascade`): the
+    ``ready`` notice, :meth:`SessionOutput.mark_ready` and ``task_status.started()``
+    come after the load, so devices open only then. A cancel during the load
+    stops it at its next progress report (:class:`LoadProgress`).
+    """
+    import trio
+
+    from xswarm.log import Notice
+
+    progress = LoadProgress()
+    t_load = time.monotonic()
+    async with trio.open_nursery() as bar:
+        if log.options.live and not log.options.quiet:
+            bar.start_soon(_draw_progress, log, progress, f"loading {model_name}")
+        try:
+            engine = await worker.run(factory, progress.update)
+        except trio.Cancelled:
+            progress.abort()  # the abandoned load stops at its next progress report
+            raise
+        bar.cancel_scope.cancel()
+    log.display.clear_status()
+    stats.load_seconds = time.monotonic() - t_load
+    stats.seed = getattr(engine, "seed", None)
+    events.send_nowait(
+        Notice(
+            "ready",
+            f"ready: talking with {model_name} (seed {stats.seed}); "
+            + ("speak, Ctrl-C to stop" if realtime else "processing"),
+            {
+                "model": model_name,
+                "seed": stats.seed,
+                "load_seconds": round(stats.load_seconds, 3),
+                # Of which: the engine's warm-up steps (MLX compiles on first use).
+                "warmup_seconds": round(getattr(engine, "warmup_seconds", 0.0), 3),
+            },
+        )
+    )
+    log.mark_ready()
+    if task_status is not None:
+        task_status.started()
+    return engine
 
 
 async def _draw_progress(log: SessionOutput, progress: LoadProgress, label: str) -> None:
@@ -616,12 +669,19 @@ async def run_talk(
 
     # 1. Who talks, and with which model: persona and model errors come first, in a moment.
     persona = load_talk_persona(config.persona)
+    mode = config.mode or persona.mode
+    cascade = None  # xswarm.cascade.CascadePlan in cascade mode
     history = None
     try:
         source_run = _plan_source_file(config, parts, opened)  # an input file is checked here
         factory = parts.engine_factory
         model_name = parts.model_name or config.model or persona.model
-        if factory is None:
+        if mode == "cascade":
+            from xswarm.cascade import plan_cascade
+
+            cascade = plan_cascade(config, persona, factory=factory, model_name=parts.model_name)
+            factory, model_name = cascade.factory, cascade.model_name
+        elif factory is None:
             from xswarm.models import resolve
 
             resolved = resolve(model_name)
@@ -732,7 +792,7 @@ async def run_talk(
         Actor(
             "inference",
             functools.partial(
-                inference_actor,
+                inference_actor if cascade is None else cascade.actor(out_rx.clone(), extra),
                 factory,
                 frames_rx,
                 out_tx,
@@ -781,6 +841,7 @@ async def run_talk(
                 "seed": stats.seed,
                 "load_seconds": round(stats.load_seconds, 3),
                 "aec": echo.summary() if echo else None,
+                **(cascade.summary() if cascade is not None else {}),
                 # Reports the logger could not take in time (a stalled stdout pipe):
                 # their words are missing from the transcript, so say so.
                 "events_dropped": sum(
@@ -969,6 +1030,7 @@ def _speaker_sink(config: TalkConfig, extra: dict[str, Any]) -> Callable[..., An
 
     extra["sink_stats"] = sink_stats
     extra["speaker_stats"] = stats
+    extra["flush_playback"] = buffer.clear  # barge-in (xswarm.cascade): drop what is queued
     return functools.partial(_speaker, device=device.index, buffer=buffer, stats=stats, extra=extra)
 
 
