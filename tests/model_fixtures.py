@@ -18,12 +18,12 @@ import pytest
 from xswarm.models import ResolvedModel, generated_dir, resolve
 from xswarm.models.tiny import generate
 
-TINY_NAMES = ("tiny-random", "tiny-random-stt")
+TINY_NAMES = ("tiny-random", "tiny-random-stt", "tiny-random-tts")
 
 
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A session directory holding freshly generated ``tiny-random`` and ``tiny-random-stt``."""
+    """A session directory holding freshly generated ``tiny-random``, ``-stt`` and ``-tts``."""
     root = tmp_path_factory.mktemp("tiny-models")
     for name in TINY_NAMES:
         generate(name, root / name)
@@ -48,6 +48,12 @@ def tiny_random(tiny_models_dir: Path, isolated_home: Path) -> ResolvedModel:
 def tiny_random_stt(tiny_models_dir: Path, isolated_home: Path) -> ResolvedModel:
     """``tiny-random-stt`` (STT-shaped, text only), resolvable by name in this test's home."""
     return _link(tiny_models_dir, "tiny-random-stt")
+
+
+@pytest.fixture
+def tiny_random_tts(tiny_models_dir: Path, isolated_home: Path) -> ResolvedModel:
+    """``tiny-random-tts`` (TTS-shaped, with voices), resolvable by name in this test's home."""
+    return _link(tiny_models_dir, "tiny-random-tts")
 
 
 def copy_model(resolved: ResolvedModel, destination: Path) -> Path:

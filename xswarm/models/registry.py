@@ -211,6 +211,9 @@ TINY_MIMI_FILE: Final = "mimi-tiny-random.safetensors"
 TINY_TOKENIZER_FILE: Final = "tokenizer_tiny_en_512.model"
 RANDOM_MIMI_FILE: Final = MIMI_FILE  # full-size Mimi, same name as the published file
 RANDOM_TOKENIZER_FILE: Final = "tokenizer_random_spm.model"
+# Generated TTS LMs are named like the published one (dsm_tts_<sig>@<epoch>), with their own sig.
+TINY_TTS_LM_FILE: Final = "dsm_tts_7e57c0de@0.safetensors"
+TTS_VOICES_SUBDIR: Final = "voices"  # generated TTS models keep their voice embeddings here
 
 _GENERATED: tuple[ModelSpec, ...] = (
     ModelSpec(
@@ -234,6 +237,31 @@ _GENERATED: tuple[ModelSpec, ...] = (
         tokenizer_file=TINY_TOKENIZER_FILE,
         approx_bytes=74 * MB,  # measured
         generated=True,
+    ),
+    ModelSpec(
+        name="tiny-random-tts",
+        kind="tts",
+        quantization="bf16",
+        description="Tiny random Kyutai-TTS-shaped model for tests (PyTorch naming, voices)",
+        lm_file=TINY_TTS_LM_FILE,
+        codec_file=TINY_MIMI_FILE,
+        tokenizer_file=TINY_TOKENIZER_FILE,
+        approx_bytes=9 * MB,  # measured
+        weights_format="pytorch",
+        generated=True,
+    ),
+    ModelSpec(
+        name="random-tts-1.6b",
+        kind="tts",
+        quantization="bf16",
+        description="1.6B Kyutai TTS architecture, random weights, for benchmarks",
+        lm_file=TINY_TTS_LM_FILE,
+        codec_file=RANDOM_MIMI_FILE,
+        tokenizer_file=RANDOM_TOKENIZER_FILE,
+        approx_bytes=3_600 * MB + MIMI_BYTES,  # bf16 LM (~1.8B parameters) + full Mimi
+        weights_format="pytorch",
+        generated=True,
+        on_demand=True,
     ),
     ModelSpec(
         name="random-1b",
