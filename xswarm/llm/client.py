@@ -20,9 +20,12 @@ import os
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from xswarm.errors import UsageError, XswarmError
+
+if TYPE_CHECKING:
+    from xswarm.inference.worker import MlxWorker
 
 API_KEY_VARIABLES: Final = ("XSWARM_LLM_API_KEY", "OPENAI_API_KEY")  # first one set wins
 MLX_PREFIX: Final = "mlx:"  # --llm-model mlx:PATH runs the model in-process
@@ -104,18 +107,22 @@ def chat_endpoint(url: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_chat(config: LlmConfig) -> AsyncIterator[ChatClient]:
+async def open_chat(
+    config: LlmConfig, *, worker: MlxWorker | None = None
+) -> AsyncIterator[ChatClient]:
     """A :class:`ChatClient` for ``config``, open for the duration of the block.
 
     The HTTP client (its connection pool) or the in-process model is released
     when the block exits, cancelled or not. Raises :class:`UsageError` for a
     malformed URL or an unusable ``mlx:`` model, before anything is sent; a
-    server that cannot be reached is only noticed by ``stream``.
+    server that cannot be reached is only noticed by ``stream``. ``worker`` is
+    the session's MLX thread, used by an ``mlx:`` model (which otherwise opens
+    its own); an HTTP endpoint ignores it.
     """
     if config.model.startswith(MLX_PREFIX):
         from xswarm.llm.mlx import open_mlx_chat
 
-        async with open_mlx_chat(config) as client:
+        async with open_mlx_chat(config, worker) as client:
             yield client
         return
     from xswarm.llm.openai import open_openai_chat
