@@ -202,8 +202,7 @@ async def test_connection_refused() -> None:
         url = f"http://127.0.0.1:{bound.getsockname()[1]}/v1"
         message, seconds = await failure(config(url))
     assert message == (
-        f"cannot connect to the LLM at {url}/chat/completions: Connection refused "
-        "(is the server running?)"
+        f"cannot connect to the LLM at {url}/chat/completions: Connection refused (is it running?)"
     )
     assert seconds < 1
 
@@ -337,13 +336,34 @@ async def test_an_error_event_mid_answer(llm_server: LlmServer) -> None:
     )
 
 
-@pytest.mark.parametrize("url", ["localhost:11434/v1", "ftp://x/v1", "http://", ""])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "localhost:11434/v1",
+        "ftp://x/v1",
+        "http://",
+        "",
+        "http://127.0.0.1:99999/v1",
+        "http://127.0.0.1:abc/v1",
+        "http://[::1/v1",
+        "http://127.0.0.1:8080/v1 x",
+    ],
+)
 async def test_a_url_that_is_not_http_is_a_usage_error(url: str) -> None:
     with pytest.raises(UsageError, match="is not an http") as caught:
         async with open_chat(LlmConfig(url, MODEL)):
             pass
     assert caught.value.exit_code == ExitCode.USAGE
     assert "--llm-url" in caught.value.message
+
+
+async def test_a_password_in_the_url_is_never_shown() -> None:
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        message, _ = await failure(config(f"http://ada:hunter2@127.0.0.1:{port}/v1"))
+    assert "hunter2" not in message
+    assert f"the LLM at http://ada:***@127.0.0.1:{port}/v1/chat/completions" in message
 
 
 async def test_a_full_endpoint_url_is_accepted(llm_server: LlmServer) -> None:

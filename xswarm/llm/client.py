@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,15 +96,25 @@ def api_key_from_env(environ: Mapping[str, str] | None = None) -> str | None:
 def chat_endpoint(url: str) -> str:
     """``{url}/chat/completions``, checked: a UsageError names a URL that is not http(s)."""
     base = url.strip().rstrip("/")
-    parts = urllib.parse.urlsplit(base)
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urllib.parse.urlsplit(base)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+        valid = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        valid = False
+    if not valid or any(c.isspace() for c in base):
         raise UsageError(
-            f'LLM URL "{url}" is not an http(s) URL; pass the API base with --llm-url, '
-            "e.g. http://127.0.0.1:11434/v1"
+            f'LLM URL "{without_password(url)}" is not an http(s) URL; pass the API base '
+            "with --llm-url, e.g. http://127.0.0.1:11434/v1"
         )
     if base.endswith("/chat/completions"):
         return base
     return f"{base}/chat/completions"
+
+
+def without_password(url: str) -> str:
+    """``url`` fit to print: a password in it (``http://user:secret@host``) is masked."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
 
 
 @contextlib.asynccontextmanager

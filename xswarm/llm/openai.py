@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import httpx
 
-from xswarm.llm.client import ChatMessage, LlmConfig, LlmError, chat_endpoint
+from xswarm.llm.client import ChatMessage, LlmConfig, LlmError, chat_endpoint, without_password
 
 ERROR_BODY_LIMIT: Final = 16_384  # bytes of an error response read for its message
 MESSAGE_LIMIT: Final = 200  # characters of a server's message kept in our one line
@@ -74,7 +74,7 @@ class OpenAiChat:
         Raises :class:`LlmError`. Closing the generator early or cancelling the
         consuming task closes the HTTP response (and its connection).
         """
-        where = f"the LLM at {self.endpoint}"
+        where = f"the LLM at {without_password(self.endpoint)}"
         try:
             async with self._http.stream(
                 "POST", self.endpoint, json=self._request_body(messages), headers=self._headers()
@@ -99,9 +99,8 @@ class OpenAiChat:
                 f"{where} did not accept a connection within {self.config.connect_timeout:g} s"
             ) from None
         except httpx.ConnectError as error:
-            raise LlmError(
-                f"cannot connect to {where}: {_reason(error)} (is the server running?)"
-            ) from None
+            hint = "check the host in --llm-url" if _unknown_host(error) else "is it running?"
+            raise LlmError(f"cannot connect to {where}: {_reason(error)} ({hint})") from None
         except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
             raise LlmError(
                 f"{where} stalled: nothing received for {self.config.stall_timeout:g} s"
@@ -302,6 +301,22 @@ def _reason(error: BaseException) -> str:
             if linked is not None:
                 stack.append(linked)
     return best
+
+
+def _unknown_host(error: BaseException) -> bool:
+    """Whether a name lookup failed somewhere under ``error``."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [error]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return True
+        stack.extend(getattr(current, "exceptions", ()))
+        stack.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return False
 
 
 def _clip(text: str) -> str:
