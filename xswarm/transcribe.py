@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from xswarm.audio.files import AudioSource
 
 STDIN_OUTPUT_STEM: Final = "stdin"  # --output-dir file name for "-"
+_WRITER: Final = f"{socket.gethostname()}-{os.getpid()}"  # in --output-dir temporary names
 SUBTITLE_FORMATS: Final = ("srt", "vtt")  # one document per file: no concatenation on stdout
 
 
@@ -55,6 +57,21 @@ class TranscribeOptions:
     words: bool = False  # one entry per word instead of per segment
     output_dir: Path | None = None
     realtime: bool = False  # pace the input at real time instead of as fast as possible
+    fsync: bool = False  # --output-dir files reach the disk before their rename (cluster jobs)
+
+
+@dataclasses.dataclass(frozen=True)
+class FileOutcome:
+    """How one input ended, for callers that keep a record per file (the cluster manifest).
+
+    ``error`` is None when the input's output is complete (with ``output_dir``:
+    renamed into place). ``duration`` is None when the file could not be opened.
+    """
+
+    index: int
+    path: str
+    duration: float | None  # s of audio decoded
+    error: XswarmError | None
 
 
 class Progress(Protocol):
@@ -121,10 +138,13 @@ def transcribe_files(
     report: Callable[[XswarmError], None],
     progress: Progress | None = None,
     open_source: Callable[[str], AudioSource] | None = None,
+    on_file: Callable[[FileOutcome], None] | None = None,
 ) -> int:
     """Transcribe every path (``"-"`` is stdin); return how many failed.
 
-    ``report`` is called once per failed input with an error naming it.
+    ``report`` is called once per failed input with an error naming it;
+    ``on_file`` once per input as it ends, done or failed (after its output
+    file is in place).
     Engine errors (the model itself failing) are raised. A closed ``stdout``
     raises ``BrokenPipeError`` for the caller to end quietly.
     """
@@ -133,7 +153,7 @@ def transcribe_files(
 
         open_source = open_file
     progress = progress or NoProgress()
-    output = _Output(stdout, options, count=len(paths))
+    output = _Output(stdout, options, paths=paths, on_file=on_file)
     try:
         failures = _loop(paths, engine, options, output, progress, report, open_source)
     except BaseException:
@@ -169,7 +189,7 @@ def _loop(
                 except XswarmError as error:
                     failures += 1
                     report(error)
-                    output.skip(index)
+                    output.skip(index, error)
                     continue
                 output.begin(index, path, source.info.name)
                 progress.start_file(index, source.info.name, source.info.duration)
@@ -211,7 +231,7 @@ def _run(
                 if event.error is not None:
                     failures += 1
                     report(event.error)
-                    output.fail(event.stream)
+                    output.fail(event.stream, event.error, event.duration)
                     continue
                 for segment in segmenters[event.stream].finish():
                     output.writer(event.stream).segment(segment)
@@ -271,10 +291,19 @@ class _Output:
     readable text get a ``==> name <==`` header per input when there are several.
     """
 
-    def __init__(self, stdout: TextIO, options: TranscribeOptions, *, count: int) -> None:
+    def __init__(
+        self,
+        stdout: TextIO,
+        options: TranscribeOptions,
+        *,
+        paths: Sequence[str],
+        on_file: Callable[[FileOutcome], None] | None = None,
+    ) -> None:
         self._stdout = stdout
         self._options = options
-        self._count = count
+        self._paths = paths
+        self._count = len(paths)
+        self._on_file = on_file
         self._writers: dict[int, Writer] = {}
         self._lanes: dict[int, _Lane] = {}
         self._files: dict[int, tuple[Path, Path, TextIO]] = {}  # --output-dir: temp, final, file
@@ -292,7 +321,8 @@ class _Output:
         if options.output_dir is not None:
             options.output_dir.mkdir(parents=True, exist_ok=True)
             final = options.output_dir / output_name(path, options.format)
-            temporary = final.with_name(f".{final.name}.partial")
+            # unique per writer: a worker of a killed cluster job may still be finishing
+            temporary = final.with_name(f".{final.name}.{_WRITER}.partial")
             stream = temporary.open("w", encoding="utf-8")
             self._files[index] = (temporary, final, stream)
         else:
@@ -316,11 +346,15 @@ class _Output:
             lane.write("")  # a silent input still shows its header
         if index in self._files:
             temporary, final, stream = self._files.pop(index)
+            if self._options.fsync:
+                stream.flush()
+                os.fsync(stream.fileno())
             stream.close()
             os.replace(temporary, final)
         self._finish(index, complete=True)
+        self._record(index, duration, None)
 
-    def fail(self, index: int) -> None:
+    def fail(self, index: int, error: XswarmError, duration: float) -> None:
         self._writers.pop(index, None)
         self._lanes.pop(index, None)
         if index in self._files:
@@ -329,9 +363,15 @@ class _Output:
             with contextlib.suppress(OSError):
                 temporary.unlink()
         self._finish(index, complete=False)
+        self._record(index, duration, error)
 
-    def skip(self, index: int) -> None:
+    def skip(self, index: int, error: XswarmError) -> None:
         self._finish(index, complete=False)
+        self._record(index, None, error)
+
+    def _record(self, index: int, duration: float | None, error: XswarmError | None) -> None:
+        if self._on_file is not None:
+            self._on_file(FileOutcome(index, self._paths[index], duration, error))
 
     def _finish(self, index: int, *, complete: bool) -> None:
         self._done[index] = complete
@@ -476,11 +516,7 @@ def open_engine(
     """
     from xswarm.stt.sphinx import NAME as SPHINX
 
-    if model is None:
-        model = first_cached_stt_model()
-        if model is None:
-            note(FALLBACK_NOTE)
-            model = SPHINX
+    model = choose_model(model, note=note)
     if model == SPHINX:
         from xswarm.stt.sphinx import SphinxEngine
 
@@ -488,6 +524,19 @@ def open_engine(
     from xswarm.stt.kyutai import load_kyutai_engine
 
     return load_kyutai_engine(model, batch_size=batch_size, worker=worker)
+
+
+def choose_model(model: str | None, *, note: Callable[[str], None]) -> str:
+    """``--model`` resolved without loading: ``None`` -> the first cached Kyutai STT model,
+    else sphinx-en (``note`` gets the fallback notice). Other names are returned as given."""
+    from xswarm.stt.sphinx import NAME as SPHINX
+
+    if model is None:
+        model = first_cached_stt_model()
+        if model is None:
+            note(FALLBACK_NOTE)
+            model = SPHINX
+    return model
 
 
 def first_cached_stt_model() -> str | None:

@@ -25,7 +25,13 @@ Examples:
   xswarm transcribe a.wav b.wav --words --format jsonl
 
   xswarm transcribe talk.wav --model sphinx-en    # the offline fallback engine
+
+  xswarm transcribe --ray -o out/ corpus/ @more.txt   # a corpus on a local Ray runtime
+
+  xswarm transcribe --ray-address ray://head:10001 -o /shared/out /shared/corpus
 """
+
+RAY_PANEL = "Cluster (Ray, pip install 'xswarm[cluster]')"
 
 FORMAT_HELP = "Output: jsonl (default in a pipe), json, txt, srt or vtt."
 
@@ -35,7 +41,9 @@ def transcribe(
     files: Annotated[
         list[str],
         typer.Argument(
-            metavar="FILE", help="Audio files (wav, flac, ogg, mp3, ...); - reads stdin."
+            metavar="FILE",
+            help="Audio files (wav, flac, ogg, mp3, ...); - reads stdin. With --ray also "
+            "directories (searched recursively) and @LIST files (one path per line).",
         ),
     ],
     model: str | None = typer.Option(
@@ -58,6 +66,20 @@ def transcribe(
     realtime: bool = typer.Option(
         False, "--realtime/--fast", help="Feed audio at real time (default: as fast as possible)."
     ),
+    ray: bool = typer.Option(
+        False, "--ray", rich_help_panel=RAY_PANEL,
+        help="Run on Ray workers (a new local Ray runtime unless --ray-address); needs "
+        "--output-dir; outputs already there are skipped, so a rerun resumes.",
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", metavar="ADDRESS", rich_help_panel=RAY_PANEL,
+        help="Join this Ray cluster (implies --ray): ray://HOST:PORT (Ray client), "
+        "HOST:PORT (the head's GCS port) or auto (the cluster this machine is part of).",
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", "-w", min=1, metavar="N", rich_help_panel=RAY_PANEL,
+        help="Ray workers, each loading the model once. Default: one per CPU of the cluster.",
+    ),
 ) -> None:
     """Transcribe speech in audio files to text with word timestamps.
 
@@ -66,6 +88,14 @@ def transcribe(
     stderr and exit status 2 at the end; the other inputs are still done.
     """
     with command_errors():
+        if ray or ray_address is not None:
+            _transcribe_on_ray(
+                files, model=model, fmt=fmt, words=words, output_dir=output_dir,
+                batch_size=batch_size, realtime=realtime, address=ray_address, workers=workers,
+            )
+            return
+        if workers is not None:
+            raise UsageError("--workers is for --ray runs; add --ray")
         from xswarm.transcribe import (
             RichProgress,
             TranscribeOptions,
@@ -108,3 +138,41 @@ def transcribe(
                 )
         if failures:
             raise typer.Exit(int(ExitCode.USAGE))
+
+
+def _transcribe_on_ray(
+    inputs: list[str],
+    *,
+    model: str | None,
+    fmt: str | None,
+    words: bool,
+    output_dir: Path | None,
+    batch_size: int,
+    realtime: bool,
+    address: str | None,
+    workers: int | None,
+) -> None:
+    """``--ray``: the corpus job (xswarm.cluster); exit 2 if any file failed."""
+    from xswarm.cluster.inputs import expand_inputs
+    from xswarm.cluster.job import ClusterOptions, ProgressLine, check_address, run_job
+    from xswarm.transcript import FORMATS
+
+    if output_dir is None:
+        raise UsageError("--ray needs --output-dir DIR: each input's transcript is written there")
+    if realtime:
+        raise UsageError("--realtime paces one live stream; it cannot be used with --ray")
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"--format {fmt}: unknown format; use one of {', '.join(FORMATS)}")
+    if address is not None:
+        check_address(address)
+    options = ClusterOptions(
+        output_dir=output_dir, address=address, workers=workers, model=model,
+        format=fmt or "jsonl", words=words, batch_size=batch_size,
+    )
+    found = expand_inputs(inputs)
+    progress = ProgressLine(env.stderr, live=env.stderr_isatty, report=error_line)
+    summary = run_job(found, options, progress=progress, note=warning_line)
+    if summary.failed:
+        error_line(summary.line())
+        raise typer.Exit(int(ExitCode.USAGE))
+    print(summary.line(), file=env.stderr, flush=True)

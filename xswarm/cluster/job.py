@@ -1,0 +1,540 @@
+"""The driver of ``xswarm transcribe --ray``: Ray runtime, actors, batches, manifest, progress.
+
+:func:`run_job` does, in order:
+
+1. Takes the output directory's lock (the manifest file, ``flock``): one job
+   per output directory at a time.
+2. Splits the inputs into done (their output file exists: recorded as
+   ``skipped``) and to do, removes stale ``.NAME.WRITER.partial`` files of the latter
+   (left by a killed run; nobody else writes there while we hold the lock) and
+   reads the to-do files' durations from their headers (for batching and the ETA).
+3. Starts a local Ray runtime (``address`` None) or joins a cluster, and creates
+   the workers: Ray actors of :class:`~xswarm.cluster.worker.TranscribeWorker`,
+   one CPU each by default, spread over the nodes. Each loads the model once;
+   a worker is fed as soon as it is loaded (no barrier), with up to
+   :data:`TASKS_PER_WORKER` batches queued so it never waits for the driver.
+4. Batches are the to-do files sorted longest first, cut into groups of the
+   engine's batch size (1 for sphinx-en, ``--batch-size`` for Kyutai models),
+   so a Kyutai LM batch holds files of similar length and the longest files
+   do not end up last, alone.
+5. Each result becomes manifest lines and progress; the summary is returned.
+
+A worker that dies (crash, out of memory, lost node) is replaced; of its
+batch, files whose output is in place are recorded as done, the others are
+retried one file per batch, and a file that kills a worker on its own fails
+with that reason. The job itself fails only if no worker can load the model.
+
+Ctrl-C (or SIGTERM): the workers are killed, the Ray runtime is shut down,
+the manifest gets an ``interrupted`` line, and ``KeyboardInterrupt`` (or
+:class:`~xswarm.errors.Interrupted`) propagates. Outputs are only ever renamed
+into place whole, so a rerun finds every file either complete or absent.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import glob
+import logging
+import math
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+from xswarm.cluster.inputs import InputFile
+from xswarm.cluster.manifest import MANIFEST_NAME, Manifest, done_durations, utc_now
+from xswarm.cluster.worker import FileResult, JobSpec, TranscribeWorker, WorkerReady
+from xswarm.errors import ExitCode, Interrupted, UsageError, XswarmError
+
+INSTALL_HINT: Final = "pip install 'xswarm[cluster]'"
+TASKS_PER_WORKER: Final = 2  # batches queued per actor: one running, one waiting (hides the hop)
+WAIT_SECONDS: Final = 0.5  # s, longest the driver waits for a result before redrawing progress
+QUIET_PROGRESS_SECONDS: Final = 10.0  # s between progress lines when stderr is not a terminal
+LOCAL_OBJECT_STORE_BYTES: Final = 100 * 1024 * 1024  # results are small: Ray's minimum is ~75 MB
+CONNECT_CHECK_SECONDS: Final = 3.0  # s to reach host:port before handing the address to Ray
+FAILED_NAMED: Final = 10  # failed files named in the summary line; the manifest has them all
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterOptions:
+    """What ``xswarm transcribe --ray`` was asked; see its ``--help``."""
+
+    output_dir: Path
+    address: str | None = None  # None: a new local Ray runtime; "auto", "ray://h:p", "h:p"
+    workers: int | None = None  # None: one per CPU of the cluster
+    model: str | None = None  # None: as locally (first cached Kyutai STT model, else sphinx-en)
+    format: str = "jsonl"
+    words: bool = False
+    batch_size: int = 8  # Kyutai LM batch
+    local_cpus: int | None = None  # CPUs of the local runtime (None: all of this machine's)
+
+
+@dataclasses.dataclass
+class JobSummary:
+    """What a run did; :meth:`line` is the command's last line on stderr."""
+
+    inputs: int
+    done: int = 0
+    skipped: int = 0
+    failed: list[str] = dataclasses.field(default_factory=list)
+    audio_seconds: float = 0.0  # transcribed by this run
+    wall_seconds: float = 0.0  # from the first worker ready to the last result
+    workers: int = 0
+    model: str = ""
+    manifest: Path = Path(MANIFEST_NAME)
+
+    def line(self) -> str:
+        speed = self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+        text = (
+            f"transcribed {self.done} of {self.inputs} files "
+            f"({_hours(self.audio_seconds)} of audio in {_clock(self.wall_seconds)}, "
+            f"{speed:.1f}x real time, {self.workers} worker{'s' * (self.workers != 1)}, "
+            f"{self.model}); {self.skipped} already done"
+        )
+        if self.failed:
+            named = ", ".join(self.failed[:FAILED_NAMED])
+            more = len(self.failed) - FAILED_NAMED
+            named += f" and {more} more" if more > 0 else ""
+            text += f"; {len(self.failed)} failed: {named}"
+        return f"{text}; manifest: {self.manifest}"
+
+
+class ProgressLine:
+    """Files done/total, audio hours per hour, ETA and failures on stderr.
+
+    On a terminal one line redrawn in place; otherwise a line every
+    :data:`QUIET_PROGRESS_SECONDS`. :meth:`message` prints a line above it.
+    """
+
+    def __init__(self, stream: TextIO, *, live: bool, report: Callable[[str], None]) -> None:
+        self._stream = stream
+        self._live = live
+        self._report = report
+        self._shown = False
+        self._last = -math.inf
+
+    def show(self, text: str, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._live:
+            self._stream.write(f"\r{text}\x1b[K")
+            self._stream.flush()
+            self._shown = True
+        elif force or now - self._last >= QUIET_PROGRESS_SECONDS:
+            self._stream.write(text + "\n")
+            self._stream.flush()
+            self._last = now
+
+    def message(self, text: str) -> None:
+        self.clear()
+        self._report(text)
+
+    def clear(self) -> None:
+        if self._shown:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+            self._shown = False
+
+
+@dataclasses.dataclass(frozen=True)
+class _Batch:
+    files: tuple[InputFile, ...]
+    attempt: int = 1  # 2: retried alone after its worker died
+
+
+@dataclasses.dataclass
+class _Tally:
+    """Running counts for the progress line."""
+
+    to_do: int
+    remaining_audio: float  # s of audio not yet finished (header durations)
+    finished: int = 0
+    failed: int = 0
+    audio: float = 0.0
+    started: float | None = None  # monotonic time the first worker was ready
+
+    def text(self, workers: int) -> str:
+        line = f"ray: {self.finished}/{self.to_do} files"
+        if self.started is None:
+            return f"{line}, loading the model on the workers..."
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = self.audio / elapsed  # audio seconds per wall second = audio hours per hour
+        eta = _clock(self.remaining_audio / rate) if rate > 0 else "?"
+        return (
+            f"{line}, {_hours(self.audio)} audio at {rate:.1f} h/h, ETA {eta}, "
+            f"{self.failed} failed, {workers} worker{'s' * (workers != 1)}"
+        )
+
+
+def run_job(
+    inputs: Sequence[InputFile],
+    options: ClusterOptions,
+    *,
+    progress: ProgressLine,
+    note: Callable[[str], None],
+) -> JobSummary:
+    """Transcribe ``inputs`` on Ray into ``options.output_dir``; see the module docstring.
+
+    Failed files are reported through ``progress.message`` and counted in the
+    summary (the caller decides the exit code). Raises :class:`UsageError` for
+    a bad address or a job already running on the directory,
+    :class:`XswarmError` when Ray is missing, the cluster cannot be joined or
+    no worker can load the model, and ``KeyboardInterrupt`` /
+    :class:`Interrupted` after a clean shutdown.
+    """
+    from xswarm.transcribe import TranscribeOptions, check_options, choose_model, output_name
+
+    names = [item.name for item in inputs]
+    output_dir = options.output_dir.absolute()
+    check_options(names, TranscribeOptions(format=options.format, output_dir=output_dir))
+    for name in names:
+        if output_name(name, options.format) == MANIFEST_NAME:
+            raise UsageError(f"{name}: its output would overwrite the manifest; rename it")
+    ray = _import_ray()
+    model = choose_model(options.model, note=note)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = output_dir / MANIFEST_NAME
+    summary = JobSummary(inputs=len(inputs), model=model, manifest=manifest_path)
+    with _locked(manifest_path), Manifest(manifest_path) as manifest:
+        run = uuid.uuid4().hex[:12]
+        known = done_durations(manifest_path)
+        to_do: list[InputFile] = []
+        done_before = [
+            item for item in inputs
+            if (output_dir / output_name(item.name, options.format)).exists()
+        ]
+        # a file done by a run killed before it could record it: its header's duration
+        known.update(_durations([item for item in done_before if item.name not in known]))
+        done_names = {item.name for item in done_before}
+        for item in inputs:
+            output = output_dir / output_name(item.name, options.format)
+            if item.name in done_names:
+                summary.skipped += 1
+                manifest.append(_file_line(
+                    run, item.name, output.name, "skipped", known.get(item.name), model,
+                    None, None, None,
+                ))
+            else:
+                to_do.append(item)
+                for stale in output_dir.glob(f".{glob.escape(output.name)}.*.partial"):
+                    with contextlib.suppress(OSError):
+                        stale.unlink()
+        durations = _durations(to_do)
+        spec = JobSpec(
+            model=model, format=options.format, words=options.words,
+            output_dir=str(output_dir), batch_size=options.batch_size, cwd=os.getcwd(),
+        )
+        manifest.append({
+            "type": "job", "event": "start", "run": run, "time": utc_now(),
+            "inputs": len(inputs), "to_do": len(to_do), "skipped": summary.skipped,
+            "model": model, "address": options.address or "local",
+        })
+        event = "interrupted"
+        try:
+            if to_do:
+                with _sigterm_raises():
+                    _connect(ray, options)
+                    _schedule(ray, to_do, durations, spec, options, manifest, run, summary,
+                              progress)
+            event = "end"
+        finally:
+            progress.clear()
+            with contextlib.suppress(Exception):
+                if ray.is_initialized():
+                    ray.shutdown()
+            manifest.append({
+                "type": "job", "event": event, "run": run, "time": utc_now(),
+                "done": summary.done, "failed": len(summary.failed), "skipped": summary.skipped,
+                "audio_seconds": round(summary.audio_seconds, 3),
+                "wall_seconds": round(summary.wall_seconds, 3), "workers": summary.workers,
+            })
+    return summary
+
+
+def _schedule(
+    ray: Any,
+    to_do: list[InputFile],
+    durations: dict[str, float],
+    spec: JobSpec,
+    options: ClusterOptions,
+    manifest: Manifest,
+    run: str,
+    summary: JobSummary,
+    progress: ProgressLine,
+) -> None:
+    from xswarm.stt.sphinx import NAME as SPHINX
+
+    output_dir = Path(spec.output_dir)
+    per_batch = 1 if spec.model == SPHINX else spec.batch_size
+    ordered = sorted(to_do, key=lambda item: -durations.get(item.name, 0.0))
+    queue = collections.deque(
+        _Batch(tuple(ordered[i : i + per_batch])) for i in range(0, len(ordered), per_batch)
+    )
+    tally = _Tally(to_do=len(to_do), remaining_audio=sum(durations.values()))
+    cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1.0)))
+    count = options.workers or int(cpus)
+    # More workers than CPUs was asked for: share the CPUs so every actor can be placed.
+    actor_class = ray.remote(TranscribeWorker).options(
+        num_cpus=min(1.0, cpus / count), scheduling_strategy="SPREAD", max_restarts=0
+    )
+    actors: list[Any] = []
+    loads: dict[Any, Any] = {}
+    running: dict[Any, tuple[Any, _Batch]] = {}
+    load_errors: list[WorkerReady] = []
+    ready = 0
+
+    def start_worker() -> None:
+        actor = actor_class.remote(spec)
+        actors.append(actor)
+        loads[actor.load.remote()] = actor
+
+    def feed(actor: Any) -> None:
+        if queue:
+            batch = queue.popleft()
+            running[actor.transcribe.remote(list(batch.files))] = (actor, batch)
+
+    def record(result: FileResult) -> None:
+        tally.finished += 1
+        tally.remaining_audio -= durations.get(result.name, 0.0)
+        output = output_name_of(result.name)
+        if result.status == "done":
+            summary.done += 1
+            summary.audio_seconds += result.duration or 0.0
+            tally.audio += result.duration or 0.0
+        else:
+            summary.failed.append(result.name)
+            tally.failed += 1
+            progress.message(result.error or f"{result.name}: failed")
+        manifest.append(_file_line(
+            run, result.name, output, result.status, result.duration, summary.model,
+            result.worker, result.error, result.seconds,
+        ))
+
+    def output_name_of(name: str) -> str:
+        from xswarm.transcribe import output_name
+
+        return output_name(name, spec.format)
+
+    for _ in range(count):
+        start_worker()
+    try:
+        while queue or running:
+            if not loads and not running:
+                first = load_errors[0]  # every worker failed to load the model
+                raise XswarmError(first.error or "no worker could load the model",
+                                  exit_code=ExitCode(first.exit_code or 1))
+            done, _ = ray.wait([*loads, *running], num_returns=1, timeout=WAIT_SECONDS)
+            for ref in done:
+                if ref in loads:
+                    actor = loads.pop(ref)
+                    answer = _get_ready(ray, ref)
+                    if answer.error is not None:
+                        load_errors.append(answer)
+                        continue
+                    ready += 1
+                    summary.workers = max(summary.workers, ready)
+                    summary.model = answer.model
+                    if tally.started is None:
+                        tally.started = time.monotonic()
+                    for _ in range(TASKS_PER_WORKER):
+                        feed(actor)
+                    continue
+                actor, batch = running.pop(ref)
+                try:
+                    results: list[FileResult] = ray.get(ref)
+                except ray.exceptions.RayError as error:
+                    _lost(ray, error, actor, batch, output_dir, durations, queue, record,
+                          output_name_of, summary)
+                    if isinstance(error, ray.exceptions.RayActorError):
+                        ready -= 1
+                        with contextlib.suppress(Exception):
+                            ray.kill(actor)
+                        start_worker()
+                        continue
+                else:
+                    for result in results:
+                        record(result)
+                feed(actor)
+            progress.show(tally.text(ready))
+    finally:
+        if tally.started is not None:
+            summary.wall_seconds = time.monotonic() - tally.started
+        for actor in actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+    if load_errors and summary.workers < count:
+        progress.message(
+            f"{len(load_errors)} worker(s) could not load the model: {load_errors[0].error}"
+        )
+    progress.show(tally.text(ready), force=True)
+
+
+def _lost(
+    ray: Any,
+    error: Exception,
+    actor: Any,
+    batch: _Batch,
+    output_dir: Path,
+    durations: dict[str, float],
+    queue: collections.deque[_Batch],
+    record: Callable[[FileResult], None],
+    output_name_of: Callable[[str], str],
+    summary: JobSummary,
+) -> None:
+    """A batch whose worker died (or raised): keep what is on disk, retry or fail the rest."""
+    died = isinstance(error, ray.exceptions.RayActorError)
+    reason = (
+        "the worker died while transcribing it (a crash, out of memory or a lost node)"
+        if died else f"the worker failed: {str(error).splitlines()[0]}"
+    )
+    for item in batch.files:
+        if (output_dir / output_name_of(item.name)).exists():
+            record(FileResult(item.name, "done", durations.get(item.name), 0.0, None, "lost"))
+        elif len(batch.files) > 1 and batch.attempt == 1:
+            queue.append(_Batch((item,), attempt=2))
+        else:
+            record(FileResult(item.name, "failed", None, 0.0, f"{item.name}: {reason}", "lost"))
+
+
+def _get_ready(ray: Any, ref: Any) -> WorkerReady:
+    try:
+        answer: WorkerReady = ray.get(ref)
+    except ray.exceptions.RayError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return WorkerReady("?", "", 0.0, error=f"a worker could not start: {first}", exit_code=1)
+    return answer
+
+
+def _file_line(
+    run: str, name: str, output: str, status: str, duration: float | None, model: str,
+    worker: str | None, error: str | None, seconds: float | None,
+) -> dict[str, Any]:
+    return {
+        "type": "file", "file": name, "status": status, "output": output,
+        "duration": None if duration is None else round(duration, 3), "model": model,
+        "worker": worker, "error": error,
+        "seconds": None if seconds is None else round(seconds, 3),
+        "time": utc_now(), "run": run,
+    }
+
+
+def _durations(items: Sequence[InputFile]) -> dict[str, float]:
+    from xswarm.transcribe import durations
+
+    return dict(zip([i.name for i in items], durations([i.path for i in items]), strict=True))
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    import fcntl
+
+    with open(path, "ab") as held:
+        try:
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UsageError(
+                f"{path.parent}: another xswarm transcribe --ray job is writing there; "
+                "wait for it or choose another --output-dir"
+            ) from None
+        yield
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM ends the job like Ctrl-C (clean shutdown), as :class:`Interrupted`."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _import_ray() -> Any:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report, no prompt
+    try:
+        import ray
+    except ImportError:
+        raise XswarmError(f"--ray needs Ray, which is not installed: {INSTALL_HINT}") from None
+    return ray
+
+
+def check_address(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``ray://host:port`` or ``host:port``; None for ``auto``.
+
+    Raises :class:`UsageError` for anything else.
+    """
+    if address == "auto":
+        return None
+    rest = address.removeprefix("ray://")
+    host, _, port = rest.rpartition(":")
+    if "://" in rest or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(
+            f"--ray-address {address}: not a Ray address; use ray://HOST:PORT (Ray client, "
+            "port 10001 by default), HOST:PORT (the head's GCS port, 6379 by default) or auto"
+        )
+    return host.strip("[]"), int(port)
+
+
+def _connect(ray: Any, options: ClusterOptions) -> None:
+    """Start the local runtime or join the cluster, quietly. Raises XswarmError."""
+    import socket
+
+    address = options.address
+    if address is None:
+        try:
+            ray.init(
+                address="local", num_cpus=options.local_cpus, include_dashboard=False,
+                object_store_memory=LOCAL_OBJECT_STORE_BYTES, log_to_driver=False,
+                logging_level=logging.ERROR,
+            )
+        except Exception as error:
+            raise XswarmError(
+                f"could not start a local Ray runtime: {_first_line(error)}"
+            ) from None
+        return
+    target = check_address(address)
+    if target is not None:
+        try:
+            socket.create_connection(target, timeout=CONNECT_CHECK_SECONDS).close()
+        except OSError as error:
+            raise XswarmError(
+                f"--ray-address {address}: cannot reach a Ray cluster there "
+                f"({error.strerror or error}); start one with `ray start --head`, "
+                "or check the host and port"
+            ) from None
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+    except Exception as error:
+        hint = "; start one with `ray start --head`" if address == "auto" else ""
+        raise XswarmError(
+            f"--ray-address {address}: could not join the Ray cluster "
+            f"({_first_line(error)}){hint}"
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds:.1f} s"
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = max(0, round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
