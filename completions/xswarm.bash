@@ -44,7 +44,7 @@ _xswarm_names() {
 # True when WORD is an option of command PATH that takes a value.
 _xswarm_takes_value() {
     case "$1:$2" in
-        'talk:-p'|'talk:--persona'|'talk:-m'|'talk:--model'|'talk:--input-device'|'talk:--output-device'|'talk:-i'|'talk:--input'|'talk:-o'|'talk:--output'|'talk:--record'|'talk:-d'|'talk:--duration'|'talk:--log'|'talk:--trace'|'talk:--seed'|'transcribe:-m'|'transcribe:--model'|'transcribe:-f'|'transcribe:--format'|'transcribe:-o'|'transcribe:--output-dir'|'transcribe:-b'|'transcribe:--batch-size'|'personas/new:--from'|'history/list:-p'|'history/list:--persona'|'history/list:-n'|'history/list:--limit'|'history/search:-p'|'history/search:--persona'|'models/check:-q'|'models/check:--quantize') return 0 ;;
+        'talk:-p'|'talk:--persona'|'talk:-m'|'talk:--model'|'talk:--mode'|'talk:--stt-model'|'talk:--tts-model'|'talk:--llm-url'|'talk:--llm-model'|'talk:--llm-timeout'|'talk:--input-device'|'talk:--output-device'|'talk:-i'|'talk:--input'|'talk:-o'|'talk:--output'|'talk:--record'|'talk:-d'|'talk:--duration'|'talk:--log'|'talk:--trace'|'talk:--seed'|'transcribe:-m'|'transcribe:--model'|'transcribe:-f'|'transcribe:--format'|'transcribe:-o'|'transcribe:--output-dir'|'transcribe:-b'|'transcribe:--batch-size'|'transcribe:--ray-address'|'transcribe:-w'|'transcribe:--workers'|'personas/new:--from'|'history/list:-p'|'history/list:--persona'|'history/list:-n'|'history/list:--limit'|'history/search:-p'|'history/search:--persona'|'models/check:-q'|'models/check:--quantize') return 0 ;;
     esac
     return 1
 }
@@ -79,6 +79,12 @@ _xswarm() {
     case "$path:$prev" in
         'talk:-p'|'talk:--persona') _xswarm_names personas "$cur"; return ;;
         'talk:-m'|'talk:--model') _xswarm_names moshi-models "$cur" || _xswarm_dirs "$cur"; return ;;
+        'talk:--mode') _xswarm_words 'duplex cascade' "$cur"; return ;;
+        'talk:--stt-model') _xswarm_names stt-models "$cur" || _xswarm_dirs "$cur"; return ;;
+        'talk:--tts-model') _xswarm_names tts-models "$cur" || _xswarm_dirs "$cur"; return ;;
+        'talk:--llm-url') :; return ;;
+        'talk:--llm-model') :; return ;;
+        'talk:--llm-timeout') :; return ;;
         'talk:--input-device') _xswarm_names input-devices "$cur"; return ;;
         'talk:--output-device') _xswarm_names output-devices "$cur"; return ;;
         'talk:-i'|'talk:--input') _xswarm_files "$cur"; return ;;
@@ -92,6 +98,8 @@ _xswarm() {
         'transcribe:-f'|'transcribe:--format') _xswarm_words 'jsonl json txt srt vtt' "$cur"; return ;;
         'transcribe:-o'|'transcribe:--output-dir') _xswarm_dirs "$cur"; return ;;
         'transcribe:-b'|'transcribe:--batch-size') :; return ;;
+        'transcribe:--ray-address') :; return ;;
+        'transcribe:-w'|'transcribe:--workers') :; return ;;
         'personas/new:--from') _xswarm_names personas "$cur"; return ;;
         'history/list:-p'|'history/list:--persona') _xswarm_names personas "$cur"; return ;;
         'history/list:-n'|'history/list:--limit') :; return ;;
@@ -102,8 +110,8 @@ _xswarm() {
     if [[ $cur == -* ]]; then
         case "$path" in
             "") _xswarm_words '--version --debug -h --help' "$cur" ;;
-            'talk') _xswarm_words '-p --persona -m --model --input-device --output-device -i --input -o --output --record -d --duration --fast --json --log --trace --aec --no-aec --history --no-history --seed -q --quiet --debug -h --help' "$cur" ;;
-            'transcribe') _xswarm_words '-m --model -f --format --words -o --output-dir -b --batch-size --realtime --fast -h --help' "$cur" ;;
+            'talk') _xswarm_words '-p --persona -m --model --mode --stt-model --tts-model --llm-url --llm-model --llm-timeout --input-device --output-device -i --input -o --output --record -d --duration --fast --json --log --trace --aec --no-aec --history --no-history --seed -q --quiet --debug -h --help' "$cur" ;;
+            'transcribe') _xswarm_words '-m --model -f --format --words -o --output-dir -b --batch-size --realtime --fast --ray --ray-address -w --workers -h --help' "$cur" ;;
             'devices') _xswarm_words '--json -h --help' "$cur" ;;
             'doctor') _xswarm_words '--json -h --help' "$cur" ;;
             'personas') _xswarm_words '-h --help' "$cur" ;;
@@ -129,7 +137,7 @@ _xswarm() {
     # Sub-commands, or positional arguments by their place (npos).
     case "$path:$npos" in
         ':0') _xswarm_words 'talk transcribe devices doctor personas history models' "$cur" ;;
-        'talk:'*) _xswarm_words '-p --persona -m --model --input-device --output-device -i --input -o --output --record -d --duration --fast --json --log --trace --aec --no-aec --history --no-history --seed -q --quiet --debug -h --help' "$cur" ;;
+        'talk:'*) _xswarm_words '-p --persona -m --model --mode --stt-model --tts-model --llm-url --llm-model --llm-timeout --input-device --output-device -i --input -o --output --record -d --duration --fast --json --log --trace --aec --no-aec --history --no-history --seed -q --quiet --debug -h --help' "$cur" ;;
         'transcribe:'*) _xswarm_files "$cur" ;;
         'devices:'*) _xswarm_words '--json -h --help' "$cur" ;;
         'doctor:'*) _xswarm_words '--json -h --help' "$cur" ;;

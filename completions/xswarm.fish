@@ -17,7 +17,7 @@ function __xswarm_state
             continue
         end
         switch "$path:$word"
-            case 'xswarm/talk:-p' 'xswarm/talk:--persona' 'xswarm/talk:-m' 'xswarm/talk:--model' 'xswarm/talk:--input-device' 'xswarm/talk:--output-device' 'xswarm/talk:-i' 'xswarm/talk:--input' 'xswarm/talk:-o' 'xswarm/talk:--output' 'xswarm/talk:--record' 'xswarm/talk:-d' 'xswarm/talk:--duration' 'xswarm/talk:--log' 'xswarm/talk:--trace' 'xswarm/talk:--seed' 'xswarm/transcribe:-m' 'xswarm/transcribe:--model' 'xswarm/transcribe:-f' 'xswarm/transcribe:--format' 'xswarm/transcribe:-o' 'xswarm/transcribe:--output-dir' 'xswarm/transcribe:-b' 'xswarm/transcribe:--batch-size' 'xswarm/personas/new:--from' 'xswarm/history/list:-p' 'xswarm/history/list:--persona' 'xswarm/history/list:-n' 'xswarm/history/list:--limit' 'xswarm/history/search:-p' 'xswarm/history/search:--persona' 'xswarm/models/check:-q' 'xswarm/models/check:--quantize'
+            case 'xswarm/talk:-p' 'xswarm/talk:--persona' 'xswarm/talk:-m' 'xswarm/talk:--model' 'xswarm/talk:--mode' 'xswarm/talk:--stt-model' 'xswarm/talk:--tts-model' 'xswarm/talk:--llm-url' 'xswarm/talk:--llm-model' 'xswarm/talk:--llm-timeout' 'xswarm/talk:--input-device' 'xswarm/talk:--output-device' 'xswarm/talk:-i' 'xswarm/talk:--input' 'xswarm/talk:-o' 'xswarm/talk:--output' 'xswarm/talk:--record' 'xswarm/talk:-d' 'xswarm/talk:--duration' 'xswarm/talk:--log' 'xswarm/talk:--trace' 'xswarm/talk:--seed' 'xswarm/transcribe:-m' 'xswarm/transcribe:--model' 'xswarm/transcribe:-f' 'xswarm/transcribe:--format' 'xswarm/transcribe:-o' 'xswarm/transcribe:--output-dir' 'xswarm/transcribe:-b' 'xswarm/transcribe:--batch-size' 'xswarm/transcribe:--ray-address' 'xswarm/transcribe:-w' 'xswarm/transcribe:--workers' 'xswarm/personas/new:--from' 'xswarm/history/list:-p' 'xswarm/history/list:--persona' 'xswarm/history/list:-n' 'xswarm/history/list:--limit' 'xswarm/history/search:-p' 'xswarm/history/search:--persona' 'xswarm/models/check:-q' 'xswarm/models/check:--quantize'
                 set skip 1
             case 'xswarm:talk' 'xswarm:transcribe' 'xswarm:devices' 'xswarm:doctor' 'xswarm:personas' 'xswarm:history' 'xswarm:models' 'xswarm/personas:list' 'xswarm/personas:show' 'xswarm/personas:new' 'xswarm/personas:check' 'xswarm/history:list' 'xswarm/history:show' 'xswarm/history:search' 'xswarm/history:rm' 'xswarm/history:facts' 'xswarm/history:forget' 'xswarm/models:list' 'xswarm/models:pull' 'xswarm/models:path' 'xswarm/models:check'
                 set path $path/$word
@@ -66,6 +66,12 @@ complete -c xswarm -n '__xswarm_at xswarm' -s h -l help -d 'Show this message an
 # xswarm talk
 complete -c xswarm -n '__xswarm_at xswarm/talk' -s p -l persona -x -a '(__xswarm_names personas)' -d 'Who the assistant is (xswarm personas list).'
 complete -c xswarm -n '__xswarm_at xswarm/talk' -s m -l model -x -a '(__xswarm_names moshi-models; __fish_complete_directories (commandline -ct))' -d 'A Moshi model name (xswarm models list) or a directory.'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -l mode -x -a 'duplex cascade' -d 'duplex: Moshi listens and speaks at once; cascade: STT -> text LLM -> TTS.'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -l stt-model -x -a '(__xswarm_names stt-models; __fish_complete_directories (commandline -ct))' -d 'Speech-to-text model: a name (xswarm models list), sphinx-en, tiny-random or...'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -l tts-model -x -a '(__xswarm_names tts-models; __fish_complete_directories (commandline -ct))' -d 'Text-to-speech model: a name, tiny-random or a directory.'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -l llm-url -x -d 'Base URL of an OpenAI-compatible chat server, e.g.'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -l llm-model -x -d 'The model name the server knows (mlx:PATH runs an MLX model in-process).'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -l llm-timeout -x -d 'Seconds without a byte of the LLM\'s answer before giving up on it (default 15).'
 complete -c xswarm -n '__xswarm_at xswarm/talk' -l input-device -x -a '(__xswarm_names input-devices)' -d 'Microphone: index or part of its name (xswarm devices).'
 complete -c xswarm -n '__xswarm_at xswarm/talk' -l output-device -x -a '(__xswarm_names output-devices)' -d 'Speaker: index or part of its name.'
 complete -c xswarm -n '__xswarm_at xswarm/talk' -s i -l input -r -F -d 'Read the user\'s side from an audio file (\'-\': stdin) instead of the mic.'
@@ -93,6 +99,9 @@ complete -c xswarm -n '__xswarm_at xswarm/transcribe' -s o -l output-dir -x -a '
 complete -c xswarm -n '__xswarm_at xswarm/transcribe' -s b -l batch-size -x -d 'Inputs decoded together (Kyutai models).'
 complete -c xswarm -n '__xswarm_at xswarm/transcribe' -l realtime -d 'Feed audio at real time (default: as fast as possible).'
 complete -c xswarm -n '__xswarm_at xswarm/transcribe' -l fast -d 'The opposite of --realtime.'
+complete -c xswarm -n '__xswarm_at xswarm/transcribe' -l ray -d 'Run on Ray workers (a new local Ray runtime unless --ray-address); needs --ou...'
+complete -c xswarm -n '__xswarm_at xswarm/transcribe' -l ray-address -x -d 'Join this Ray cluster (implies --ray): ray://HOST:PORT (Ray client), HOST:POR...'
+complete -c xswarm -n '__xswarm_at xswarm/transcribe' -s w -l workers -x -d 'Ray workers, each loading the model once.'
 complete -c xswarm -n '__xswarm_at xswarm/transcribe' -s h -l help -d 'Show this message and exit.'
 complete -c xswarm -n '__xswarm_at xswarm/transcribe 0+' -F -d 'Audio files (wav, flac, ogg, mp3, ...); - reads stdin.'
 

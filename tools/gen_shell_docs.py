@@ -112,6 +112,7 @@ OPTION_VALUES: Final[Mapping[str, Values]] = {
     "--model": names("models", or_dirs=True),
     "--stt-model": names("stt-models", or_dirs=True),
     "--tts-model": names("tts-models", or_dirs=True),
+    "--mode": choices("duplex", "cascade"),
     "--input-device": names("input-devices"),
     "--output-device": names("output-devices"),
     "--input": FILES,

@@ -670,6 +670,23 @@ async def run_talk(
     # 1. Who talks, and with which model: persona and model errors come first, in a moment.
     persona = load_talk_persona(config.persona)
     mode = config.mode or persona.mode
+    if mode == "duplex":
+        given = [
+            flag
+            for flag, value in (
+                ("--stt-model", config.stt_model),
+                ("--tts-model", config.tts_model),
+                ("--llm-url", config.llm_url),
+                ("--llm-model", config.llm_model),
+                ("--llm-timeout", config.llm_timeout),
+            )
+            if value is not None
+        ]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only to cascade "
+                f"mode, and persona {persona.name!r} talks in duplex mode; add --mode cascade"
+            )
     cascade = None  # xswarm.cascade.CascadePlan in cascade mode
     history = None
     try:

@@ -27,6 +27,14 @@ Examples:
   xswarm talk -i q.wav -o a.wav --fast | jq -r 'select(.type == "word") | .text'
 
   xswarm talk --record session.wav --duration 60
+
+  xswarm talk --mode cascade --llm-url http://127.0.0.1:11434/v1 --llm-model llama3.2
+
+Cascade mode (--mode cascade, or a persona with mode = "cascade") puts a text
+LLM between speech-to-text and text-to-speech: the persona's prompt and
+memory, any OpenAI-compatible server (ollama, llama.cpp, LM Studio, vLLM; the
+key from XSWARM_LLM_API_KEY or OPENAI_API_KEY), and both speakers in the
+transcript. Speak over the assistant to interrupt it.
 """
 
 
@@ -46,6 +54,48 @@ def talk(
         "-m",
         rich_help_panel="Who",
         help="A Moshi model name (xswarm models list) or a directory. Default: the persona's.",
+    ),
+    mode: str = typer.Option(
+        None,
+        "--mode",
+        metavar="duplex|cascade",
+        rich_help_panel="Who",
+        help="duplex: Moshi listens and speaks at once; cascade: STT -> text LLM -> TTS. "
+        "Default: the persona's mode, else duplex.",
+    ),
+    stt_model: str = typer.Option(
+        None,
+        "--stt-model",
+        rich_help_panel="Cascade",
+        help="Speech-to-text model: a name (xswarm models list), sphinx-en, tiny-random or a "
+        "directory. Default: the persona's, else stt-1b-en_fr-mlx.",
+    ),
+    tts_model: str = typer.Option(
+        None,
+        "--tts-model",
+        rich_help_panel="Cascade",
+        help="Text-to-speech model: a name, tiny-random or a directory. "
+        "Default: the persona's, else tts-1.6b-en_fr.",
+    ),
+    llm_url: str = typer.Option(
+        None,
+        "--llm-url",
+        rich_help_panel="Cascade",
+        help="Base URL of an OpenAI-compatible chat server, e.g. http://127.0.0.1:11434/v1 "
+        "(ollama). Default: the persona's llm.url.",
+    ),
+    llm_model: str = typer.Option(
+        None,
+        "--llm-model",
+        rich_help_panel="Cascade",
+        help="The model name the server knows (mlx:PATH runs an MLX model in-process). "
+        "Default: the persona's llm.model.",
+    ),
+    llm_timeout: float = typer.Option(
+        None,
+        "--llm-timeout",
+        rich_help_panel="Cascade",
+        help="Seconds without a byte of the LLM's answer before giving up on it (default 15).",
     ),
     input_device: str = typer.Option(
         None,
@@ -152,6 +202,12 @@ def talk(
             trace_path=Path(trace) if trace else None,
             history=history,
             aec=aec,
+            mode=mode,
+            stt_model=stt_model,
+            tts_model=tts_model,
+            llm_url=llm_url,
+            llm_model=llm_model,
+            llm_timeout=llm_timeout,
         )
         io = TalkIO(
             stdout=env.stdout,
