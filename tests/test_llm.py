@@ -44,7 +44,7 @@ def config(server_url: str, **options: object) -> LlmConfig:
 async def collect(cfg: LlmConfig, messages: list[ChatMessage] = QUESTION) -> list[str]:
     async with (
         open_chat(cfg) as chat,
-        contextlib.aclosing(chat.stream(messages)) as deltas,  # type: ignore[type-var]
+        contextlib.aclosing(chat.stream(messages)) as deltas,
     ):
         return [delta async for delta in deltas]
 
@@ -53,7 +53,7 @@ async def failure(cfg: LlmConfig, received: list[str] | None = None) -> tuple[st
     """The LlmError line a stream ends with, and how long it took."""
     start = time.monotonic()
     with trio.fail_after(10), pytest.raises(LlmError) as caught:
-        async with open_chat(cfg) as chat, contextlib.aclosing(chat.stream(QUESTION)) as deltas:  # type: ignore[type-var]
+        async with open_chat(cfg) as chat, contextlib.aclosing(chat.stream(QUESTION)) as deltas:
             async for delta in deltas:
                 if received is not None:
                     received.append(delta)
@@ -78,7 +78,7 @@ async def test_deltas_arrive_while_the_server_is_still_sending(llm_server: LlmSe
     with trio.fail_after(10):
         async with (
             open_chat(config(llm_server.url)) as chat,
-            contextlib.aclosing(chat.stream(QUESTION)) as stream,  # type: ignore[type-var]
+            contextlib.aclosing(chat.stream(QUESTION)) as stream,
         ):
             async for delta in stream:
                 arrivals.append(time.monotonic())
@@ -182,7 +182,7 @@ async def test_the_client_reuses_its_connection_between_turns(llm_server: LlmSer
     with trio.fail_after(10):
         async with open_chat(config(llm_server.url)) as chat:
             for _ in range(3):
-                async with contextlib.aclosing(chat.stream(QUESTION)) as deltas:  # type: ignore[type-var]
+                async with contextlib.aclosing(chat.stream(QUESTION)) as deltas:
                     assert "".join([d async for d in deltas]) == llm_server.default.text
     assert len(llm_server.chat_requests) == 3
 
@@ -388,7 +388,7 @@ async def test_cancelling_the_consumer_hangs_up_on_the_server(llm_server: LlmSer
     received: list[str] = []
     async with open_chat(config(llm_server.url)) as chat:
         with trio.CancelScope() as scope:
-            async with contextlib.aclosing(chat.stream(QUESTION)) as deltas:  # type: ignore[type-var]
+            async with contextlib.aclosing(chat.stream(QUESTION)) as deltas:
                 async for delta in deltas:
                     received.append(delta)
                     if len(received) == 2:
@@ -404,7 +404,7 @@ async def test_cancelling_the_consumer_hangs_up_on_the_server(llm_server: LlmSer
 async def test_leaving_the_stream_early_hangs_up_on_the_server(llm_server: LlmServer) -> None:
     llm_server.push(Script(text=LONG_REPLY, delay=0.1))
     async with open_chat(config(llm_server.url)) as chat:
-        async with contextlib.aclosing(chat.stream(QUESTION)) as deltas:  # type: ignore[type-var]
+        async with contextlib.aclosing(chat.stream(QUESTION)) as deltas:
             async for _ in deltas:
                 left_at = time.monotonic()
                 break

@@ -85,7 +85,7 @@ async def test_mlx_model_streams_its_whole_answer_on_the_mlx_thread(
     with trio.fail_after(60):
         async with open_mlx_worker() as worker, open_chat(config, worker=worker) as chat:
             await worker.run(mx.random.seed, 7)
-            async with contextlib.aclosing(chat.stream(MESSAGES)) as deltas:  # type: ignore[type-var]
+            async with contextlib.aclosing(chat.stream(MESSAGES)) as deltas:
                 received = [delta async for delta in deltas]
             monkeypatch.setattr(mlx_lm, "stream_generate", Spy.real)
             expected = await worker.run(_reference, tiny_chat, MESSAGES, 12)
@@ -110,7 +110,7 @@ async def test_leaving_early_closes_the_generation_on_the_mlx_thread(
     config = LlmConfig(url="", model=f"mlx:{tiny_chat}", max_tokens=200)
     with trio.fail_after(60):
         async with open_mlx_worker() as worker, open_chat(config, worker=worker) as chat:
-            async with contextlib.aclosing(chat.stream(MESSAGES)) as deltas:  # type: ignore[type-var]
+            async with contextlib.aclosing(chat.stream(MESSAGES)) as deltas:
                 async for _ in deltas:
                     at_break = spy.tokens
                     break
@@ -124,7 +124,7 @@ async def test_without_a_worker_it_opens_and_closes_its_own(tiny_chat: Path) -> 
     with trio.fail_after(60):
         async with (
             open_chat(config) as chat,
-            contextlib.aclosing(chat.stream(MESSAGES)) as deltas,  # type: ignore[type-var]
+            contextlib.aclosing(chat.stream(MESSAGES)) as deltas,
         ):
             assert [d async for d in deltas]
     assert {t.ident for t in threading.enumerate()} <= before

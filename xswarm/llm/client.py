@@ -19,7 +19,7 @@ import contextlib
 import os
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal, Protocol
 
@@ -66,7 +66,8 @@ class LlmError(XswarmError):
 class ChatClient(Protocol):
     """A chat model that streams its answer.
 
-    ``stream(messages)`` is an async generator of text deltas, in order, to be
+    ``stream(messages)`` is an async generator (an ``AsyncIterator[str]`` that
+    can be closed) of text deltas, in order, to be
     joined with ``""``. It raises :class:`LlmError` when the endpoint is
     unreachable, times out, answers with an HTTP error or with something that is
     not a chat stream, or ends the stream before the answer is complete (deltas
@@ -80,7 +81,7 @@ class ChatClient(Protocol):
                 ...
     """
 
-    def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]: ...
+    def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]: ...
 
 
 def api_key_from_env(environ: Mapping[str, str] | None = None) -> str | None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -102,7 +102,7 @@ class MlxChat:
             sampler=make_sampler(temp=TEMPERATURE),
         )
 
-    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
         """The answer as text deltas; see :class:`~xswarm.llm.client.ChatClient`.
 
         Raises :class:`LlmError` when generation fails. One worker call per token.

@@ -28,7 +28,7 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import asdict
 from typing import Any, Final
 
@@ -68,7 +68,7 @@ class OpenAiChat:
             headers["Authorization"] = f"Bearer {self.config.api_key}"
         return headers
 
-    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
         """The answer to ``messages`` as text deltas; see :class:`ChatClient`.
 
         Raises :class:`LlmError`. Closing the generator early or cancelling the
@@ -173,7 +173,7 @@ class SseDecoder:
         return event
 
 
-async def _sse_deltas(where: str, response: httpx.Response) -> AsyncIterator[str]:
+async def _sse_deltas(where: str, response: httpx.Response) -> AsyncGenerator[str, None]:
     decoder = SseDecoder()
 
     def deltas(event: tuple[str, str] | None) -> list[str] | None:
@@ -293,8 +293,9 @@ def _reason(error: BaseException) -> str:
             continue
         seen.add(id(current))
         if isinstance(current, OSError) and current.strerror:
-            if not isinstance(current, socket.gaierror) and (current.errno or 0) > 0:
-                return os.strerror(current.errno)  # without trio's "Error connecting to ..."
+            code = current.errno
+            if not isinstance(current, socket.gaierror) and code is not None and code > 0:
+                return os.strerror(code)  # without trio's "Error connecting to ..."
             return current.strerror
         stack.extend(getattr(current, "exceptions", ()))
         for linked in (current.__cause__, current.__context__):
