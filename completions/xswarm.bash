@@ -44,7 +44,7 @@ _xswarm_names() {
 # True when WORD is an option of command PATH that takes a value.
 _xswarm_takes_value() {
     case "$1:$2" in
-        'talk:-p'|'talk:--persona'|'talk:-m'|'talk:--model'|'talk:--mode'|'talk:--stt-model'|'talk:--tts-model'|'talk:--llm-url'|'talk:--llm-model'|'talk:--llm-timeout'|'talk:--input-device'|'talk:--output-device'|'talk:-i'|'talk:--input'|'talk:-o'|'talk:--output'|'talk:--record'|'talk:-d'|'talk:--duration'|'talk:--log'|'talk:--trace'|'talk:--seed'|'transcribe:-m'|'transcribe:--model'|'transcribe:-f'|'transcribe:--format'|'transcribe:-o'|'transcribe:--output-dir'|'transcribe:-b'|'transcribe:--batch-size'|'transcribe:--ray-address'|'transcribe:-w'|'transcribe:--workers'|'personas/new:--from'|'history/list:-p'|'history/list:--persona'|'history/list:-n'|'history/list:--limit'|'history/search:-p'|'history/search:--persona'|'models/check:-q'|'models/check:--quantize') return 0 ;;
+        'talk:-p'|'talk:--persona'|'talk:-m'|'talk:--model'|'talk:--mode'|'talk:--stt-model'|'talk:--tts-model'|'talk:--llm-url'|'talk:--llm-model'|'talk:--llm-timeout'|'talk:--input-device'|'talk:--output-device'|'talk:-i'|'talk:--input'|'talk:-o'|'talk:--output'|'talk:--record'|'talk:-d'|'talk:--duration'|'talk:--log'|'talk:--trace'|'talk:--seed'|'transcribe:-m'|'transcribe:--model'|'transcribe:-f'|'transcribe:--format'|'transcribe:-o'|'transcribe:--output-dir'|'transcribe:-b'|'transcribe:--batch-size'|'transcribe:--ray-address'|'transcribe:-w'|'transcribe:--workers'|'personas/new:--from'|'history/list:-p'|'history/list:--persona'|'history/list:-n'|'history/list:--limit'|'history/search:-p'|'history/search:--persona'|'models/pull:--voice'|'models/check:-q'|'models/check:--quantize') return 0 ;;
     esac
     return 1
 }
@@ -104,6 +104,7 @@ _xswarm() {
         'history/list:-p'|'history/list:--persona') _xswarm_names personas "$cur"; return ;;
         'history/list:-n'|'history/list:--limit') :; return ;;
         'history/search:-p'|'history/search:--persona') _xswarm_names personas "$cur"; return ;;
+        'models/pull:--voice') :; return ;;
         'models/check:-q'|'models/check:--quantize') _xswarm_words '4 8' "$cur"; return ;;
     esac
     # Options: when the word starts with '-'.
@@ -128,7 +129,7 @@ _xswarm() {
             'history/forget') _xswarm_words '--all -h --help' "$cur" ;;
             'models') _xswarm_words '-h --help' "$cur" ;;
             'models/list') _xswarm_words '--json -h --help' "$cur" ;;
-            'models/pull') _xswarm_words '-h --help' "$cur" ;;
+            'models/pull') _xswarm_words '--voice -h --help' "$cur" ;;
             'models/path') _xswarm_words '-h --help' "$cur" ;;
             'models/check') _xswarm_words '-q --quantize --json -h --help' "$cur" ;;
         esac
@@ -162,7 +163,7 @@ _xswarm() {
         'models:0') _xswarm_words 'list pull path check' "$cur" ;;
         'models/list:'*) _xswarm_words '--json -h --help' "$cur" ;;
         'models/pull:0') _xswarm_names models "$cur" ;;
-        'models/pull:'*) _xswarm_words '-h --help' "$cur" ;;
+        'models/pull:'*) _xswarm_words '--voice -h --help' "$cur" ;;
         'models/path:0') _xswarm_names models "$cur" || _xswarm_dirs "$cur" ;;
         'models/path:'*) _xswarm_words '-h --help' "$cur" ;;
         'models/check:0') _xswarm_names models "$cur" || _xswarm_dirs "$cur" ;;

@@ -257,7 +257,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("xswarm talk --persona ", BUILTIN_PERSONAS),
     ("xswarm talk -p g", ["glados"]),
     ("xswarm models ", ["check", "list", "path", "pull"]),
-    ("xswarm models pull tiny-random-", ["tiny-random-stt"]),
+    ("xswarm models pull tiny-random-", ["tiny-random-stt", "tiny-random-tts"]),
     ("xswarm transcribe --format ", ["json", "jsonl", "srt", "txt", "vtt"]),
     ("xswarm transcribe --model sp", ["sphinx-en"]),
     ("xswarm history forget ", BUILTIN_PERSONAS),

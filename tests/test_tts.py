@@ -270,3 +270,83 @@ def test_missing_weights_are_one_line_naming_the_fix(
 def test_a_model_that_is_not_a_tts_is_refused(tiny_random_stt: ResolvedModel) -> None:
     with pytest.raises(UsageError, match=r"model tiny-random-stt is a stt model, not a Kyutai TTS"):
         load_tts("tiny-random-stt", None)
+
+
+def test_pulled_published_model_and_voice_load_from_the_hf_cache(
+    monkeypatch: pytest.MonkeyPatch, tiny_random_tts: ResolvedModel
+) -> None:
+    """tts-1.6b-en_fr served by a fake hub with the tiny model's bytes: pull, then load by name."""
+    from urllib.parse import unquote
+
+    import huggingface_hub
+
+    from xswarm.models import get_spec
+    from xswarm.models.pull import pull_files, pull_voices
+
+    voice_file = f"{VOICE}.7e57c0de@0.safetensors"
+    directory = tiny_random_tts.directory
+    hub = {
+        ("kyutai/tts-1.6b-en_fr", name): (directory / name).read_bytes()
+        for name in ("config.json", tiny_random_tts.lm_weights.name)
+    }
+    hub[("kyutai/tts-1.6b-en_fr", tiny_random_tts.codec_weights.name)] = (
+        tiny_random_tts.codec_weights.read_bytes()
+    )
+    hub[("kyutai/tts-1.6b-en_fr", tiny_random_tts.text_tokenizer.name)] = (
+        tiny_random_tts.text_tokenizer.read_bytes()
+    )
+    hub[("kyutai/tts-voices", voice_file)] = (directory / "voices" / voice_file).read_bytes()
+    fetched: list[tuple[str, str]] = []
+
+    class Metadata:
+        def __init__(self, size: int) -> None:
+            self.size = size
+
+    def fake_metadata(url: str, **_: object) -> Metadata:
+        repo_and_file = unquote(url.split("huggingface.co/", 1)[1])
+        repo, filename = repo_and_file.split("/resolve/main/", 1)
+        return Metadata(len(hub[(repo, filename)]))
+
+    def fake_download(repo: str, filename: str, *, cache_dir: Path, **_: object) -> str:
+        fetched.append((repo, filename))
+        root = Path(cache_dir) / ("models--" + repo.replace("/", "--"))
+        snapshot = root / "snapshots" / ("b" * 40)
+        (snapshot / filename).parent.mkdir(parents=True, exist_ok=True)
+        (root / "refs").mkdir(exist_ok=True)
+        (root / "refs" / "main").write_text("b" * 40)
+        (snapshot / filename).write_bytes(hub[(repo, filename)])
+        return str(snapshot / filename)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", fake_metadata)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    spec = get_spec("tts-1.6b-en_fr")
+    pull_files(spec)
+    with pytest.raises(ModelError, match=r"`xswarm models pull tts-1.6b-en_fr --voice vctk/p244"):
+        load_tts("tts-1.6b-en_fr", VOICE)  # model here, voice not yet
+    pull_voices(spec, [VOICE])
+    assert fetched[-1] == ("kyutai/tts-voices", voice_file)
+    fetched.clear()
+    pull_voices(spec, [VOICE])  # cached: not fetched again
+    assert fetched == []
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tts = load_tts("tts-1.6b-en_fr", VOICE, seed=SEED)
+    assert spoken(run(tts, ["Good morning."])) == ["Good", "morning."]
+
+
+def test_pull_voice_bad_inputs_through_the_cli() -> None:
+    from tests.cli_helpers import run_xswarm
+
+    result = run_xswarm("models", "pull", "tiny-random", "--voice", VOICE)
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "--voice is for published Kyutai TTS models (tts-1.6b-en_fr); tiny-random "
+            "has no voices to pull"
+        )
+    )
+    result = run_xswarm("models", "pull", "tts-1.6b-en_fr", "--voice", VOICE)
+    assert result.returncode == 1
+    assert "offline mode (HF_HUB_OFFLINE is set)" in result.stderr

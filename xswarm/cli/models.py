@@ -77,12 +77,20 @@ Examples:
   xswarm models pull stt-1b-en_fr-mlx
 
   xswarm models pull random-1b      # generate the 1B architecture at random weights
+
+  xswarm models pull tts-1.6b-en_fr --voice vctk/p244_023.wav
 """
 
 
 @models_app.command("pull", epilog=PULL_EXAMPLES)
 def pull_command(
     name: str = typer.Argument(..., help="Model name, from xswarm models list."),
+    voices: list[str] = typer.Option(  # noqa: B008 - typer's idiom
+        [],
+        "--voice",
+        metavar="NAME",
+        help="Also fetch this kyutai/tts-voices voice (TTS models; repeatable).",
+    ),
 ) -> None:
     """Download a model into the Hugging Face cache (or generate a generated one).
 
@@ -94,6 +102,13 @@ def pull_command(
         from xswarm.models import get_spec, resolve
 
         spec = get_spec(name)
+        if voices and (spec.voice_repo is None or spec.generated):
+            from xswarm.errors import UsageError
+
+            raise UsageError(
+                f"--voice is for published Kyutai TTS models (tts-1.6b-en_fr); {spec.name} "
+                "has no voices to pull"
+            )
         if spec.generated:
             if env.stderr_isatty:
                 env.console().print(f"generating {spec.name} (random weights)...")
@@ -103,6 +118,10 @@ def pull_command(
 
             with _Bar(spec.name) as bar:
                 pull_files(spec, progress=bar.update)
+                if voices:
+                    from xswarm.models.pull import pull_voices
+
+                    pull_voices(spec, voices, progress=bar.update)
             resolved = resolve(spec.name)
         print(resolved.directory, file=env.stdout, flush=True)
 

@@ -113,20 +113,24 @@ def _partial_size(blobs: Path) -> int:
         return 0
 
 
-def _download_one(spec: ModelSpec, filename: str, progress: ProgressCallback | None) -> Path:
+def _download_one(
+    spec: ModelSpec, filename: str, progress: ProgressCallback | None, repo: str | None = None
+) -> Path:
+    """Fetch ``filename`` of ``repo`` (default: the model's own repo) into the cache."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.constants import REPO_ID_SEPARATOR
 
     from xswarm.models.resolve import hf_cache_dir
 
-    assert spec.repo is not None
+    repo = repo or spec.repo
+    assert repo is not None
     try:
-        total = get_hf_file_metadata(hf_hub_url(spec.repo, filename)).size or 0
+        total = get_hf_file_metadata(hf_hub_url(repo, filename)).size or 0
     except Exception as error:
         raise _network_error(spec, filename, error) from None
     blobs = (
         hf_cache_dir()
-        / ("models" + REPO_ID_SEPARATOR + spec.repo.replace("/", REPO_ID_SEPARATOR))
+        / ("models" + REPO_ID_SEPARATOR + repo.replace("/", REPO_ID_SEPARATOR))
         / "blobs"
     )
     cache = hf_cache_dir()
@@ -134,7 +138,7 @@ def _download_one(spec: ModelSpec, filename: str, progress: ProgressCallback | N
 
     def work() -> None:
         try:
-            result["path"] = hf_hub_download(spec.repo, filename, cache_dir=cache)  # type: ignore[arg-type]
+            result["path"] = hf_hub_download(repo, filename, cache_dir=cache)
         except BaseException as error:  # handed to the caller's thread below
             result["error"] = error
 
@@ -196,4 +200,46 @@ def pull_files(spec: ModelSpec, progress: ProgressCallback | None = None) -> lis
             str(config.get("tokenizer_name") or spec.tokenizer_file),
         ]
     done.extend(fetch(name) for name in dict.fromkeys(names))
+    return done
+
+
+def pull_voices(
+    spec: ModelSpec, voices: list[str], progress: ProgressCallback | None = None
+) -> list[Path]:
+    """Fetch Kyutai TTS voice embeddings (``kyutai/tts-voices`` names) for ``spec``.
+
+    A voice file is named after the model it fits (``<voice>.<sig>@<epoch>.safetensors``,
+    ``model_id`` of the model's ``config.json``, which is pulled first if missing).
+    Cached files are not fetched again. Raises :class:`ModelError` on any failure.
+    """
+    from xswarm.models.resolve import cached_file
+
+    if spec.voice_repo is None or spec.repo is None:
+        raise ModelError(f"{spec.name} has no voices to pull (only Kyutai TTS models do)")
+    if offline_mode():
+        raise _offline_error(spec)
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import disable_progress_bars
+
+    from xswarm.models.resolve import hf_cache_dir
+
+    disable_progress_bars()
+    config_path = cached_file(spec, CONFIG_FILE) or _download_one(spec, CONFIG_FILE, progress)
+    try:
+        model_id = json.loads(config_path.read_text(encoding="utf-8"))["model_id"]
+        suffix = f".{model_id['sig']}@{model_id['epoch']}.safetensors"
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelError(f"{config_path}: no model_id to name voice files ({error})") from None
+    done: list[Path] = []
+    for voice in voices:
+        filename = voice + suffix
+        found = try_to_load_from_cache(spec.voice_repo, filename, cache_dir=hf_cache_dir())
+        if isinstance(found, str):
+            path = Path(found)
+            if progress is not None:
+                size = path.stat().st_size
+                progress(PullProgress(filename, size, size, finished=True))
+        else:
+            path = _download_one(spec, filename, progress, repo=spec.voice_repo)
+        done.append(path)
     return done
