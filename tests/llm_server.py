@@ -52,6 +52,7 @@ Mode = Literal[
     "json",  # the whole answer as one non-streamed JSON completion
     "slow-first-token",  # the role chunk, `first_token_delay` s, then the reply
     "raw",  # `raw` bytes as the event stream's body, sent in `piece`-byte chunks
+    "hangup",  # read the request, then close the connection without a byte of answer
 ]
 
 
@@ -63,6 +64,7 @@ class Script:
     mode: Mode = "ok"
     delay: float = 0.0  # s between content chunks
     first_token_delay: float = 1.0  # s, in mode "slow-first-token"
+    headers_delay: float = 0.0  # s before the response's status line (the model's queue)
     after: int = 2  # content chunks sent before "cut", "no-done" or "stall" strike
     stall: float = 30.0  # s of silence in mode "stall" (released early when the server closes)
     status: int = 500  # in mode "http"
@@ -131,15 +133,19 @@ class LlmServer(ThreadingHTTPServer):
         )
         self._thread.start()
 
-    def close(self) -> None:
-        """Release stalled handlers, hang up on every client, join every thread."""
-        self.closing.set()
-        self.shutdown()
+    def drop_connections(self) -> None:
+        """Hang up on every client connection (as a server restart or idle timeout does)."""
         with self._lock:
             connections = list(self._connections)
         for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Release stalled handlers, hang up on every client, join every thread."""
+        self.closing.set()
+        self.shutdown()
+        self.drop_connections()
         self.server_close()
         if self._thread is not None:
             self._thread.join()
@@ -217,10 +223,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, script: Script, record: Recorded) -> None:
         mode = script.mode
+        if script.headers_delay:
+            self._wait(script.headers_delay)
         if mode in ("http", "http500"):
             status = 500 if mode == "http500" else script.status
             body = {"error": {"message": script.error, "type": "server_error", "code": status}}
             self._send_json(status, body)
+            return
+        if mode == "hangup":
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
             return
         if mode == "html":
             self._send_body(200, "text/html; charset=utf-8", b"<html><body>It works!</body></html>")

@@ -187,6 +187,20 @@ async def test_the_client_reuses_its_connection_between_turns(llm_server: LlmSer
     assert len(llm_server.chat_requests) == 3
 
 
+async def test_a_kept_alive_connection_dropped_by_the_server_is_replaced(
+    llm_server: LlmServer,
+) -> None:
+    with trio.fail_after(10):
+        async with open_chat(config(llm_server.url)) as chat:
+            async with contextlib.aclosing(chat.stream(QUESTION)) as deltas:
+                assert "".join([d async for d in deltas]) == llm_server.default.text
+            assert await handler_done(llm_server.chat_requests[0])
+            llm_server.drop_connections()  # between turns: an idle timeout, a restart
+            await trio.sleep(0.05)  # the FIN reaches the client's pooled socket
+            async with contextlib.aclosing(chat.stream(QUESTION)) as deltas:
+                assert "".join([d async for d in deltas]) == llm_server.default.text
+
+
 async def test_models_route(llm_server: LlmServer) -> None:
     async with httpx.AsyncClient() as http:
         answer = await http.get(f"{llm_server.url}/models")
@@ -267,6 +281,20 @@ async def test_stream_cut_mid_answer(llm_server: LlmServer) -> None:
     )
     assert received == ["word0", " word1", " word2"]
     assert seconds < 2
+
+
+async def test_a_hang_up_before_any_answer_is_retried_once(llm_server: LlmServer) -> None:
+    llm_server.push(Script(mode="hangup"))
+    with trio.fail_after(10):
+        assert "".join(await collect(config(llm_server.url))) == llm_server.default.text
+    assert len(llm_server.chat_requests) == 2
+    llm_server.push(Script(mode="hangup"), Script(mode="hangup"))
+    message, _ = await failure(config(llm_server.url))
+    assert message == (
+        f"the LLM at {llm_server.url}/chat/completions closed the connection before the "
+        "answer was complete (Server disconnected without sending a response.)"
+    )
+    assert len(llm_server.chat_requests) == 4
 
 
 async def test_stream_ended_without_done(llm_server: LlmServer) -> None:
@@ -398,6 +426,19 @@ async def test_cancelling_the_consumer_hangs_up_on_the_server(llm_server: LlmSer
         assert scope.cancelled_caught
         closed_at = await _wait_closed(llm_server)
     assert received == ["word0", " word1"]
+    assert closed_at - cancelled_at < 0.2
+
+
+async def test_cancelling_before_the_answer_starts_hangs_up_too(llm_server: LlmServer) -> None:
+    llm_server.push(Script(headers_delay=30))
+    async with open_chat(config(llm_server.url)) as chat:
+        with trio.move_on_after(0.3) as scope:
+            async with contextlib.aclosing(chat.stream(QUESTION)) as deltas:
+                async for _ in deltas:
+                    raise AssertionError("no delta was sent")
+        assert scope.cancelled_caught
+        cancelled_at = time.monotonic()
+        closed_at = await _wait_closed(llm_server)
     assert closed_at - cancelled_at < 0.2
 
 

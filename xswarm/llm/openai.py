@@ -68,6 +68,22 @@ class OpenAiChat:
             headers["Authorization"] = f"Bearer {self.config.api_key}"
         return headers
 
+    async def _send(self, messages: Sequence[ChatMessage]) -> httpx.Response:
+        """POST the request; the response's body is left to stream (the caller closes it).
+
+        A connection kept alive from an earlier answer may have been closed by the
+        server meanwhile (idle timeout, restart) just as the request went out: the
+        server then hangs up without a byte of answer. That is retried once, on a
+        fresh connection; a second hang-up is an error.
+        """
+        request = self._http.build_request(
+            "POST", self.endpoint, json=self._request_body(messages), headers=self._headers()
+        )
+        try:
+            return await self._http.send(request, stream=True)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            return await self._http.send(request, stream=True)
+
     async def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
         """The answer to ``messages`` as text deltas; see :class:`ChatClient`.
 
@@ -76,9 +92,9 @@ class OpenAiChat:
         """
         where = f"the LLM at {without_password(self.endpoint)}"
         try:
-            async with self._http.stream(
-                "POST", self.endpoint, json=self._request_body(messages), headers=self._headers()
-            ) as response:
+            async with contextlib.AsyncExitStack() as stack:
+                response = await self._send(messages)
+                stack.push_async_callback(response.aclose)
                 if response.status_code >= 400:
                     raise _status_error(where, response, await _read_limited(response))
                 kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
