@@ -24,7 +24,7 @@ from moshi_mlx import utils as mm_utils
 
 from tests.speech import SpokenFile, flite_speech, normalise
 from xswarm.audio import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE
-from xswarm.errors import UsageError
+from xswarm.errors import XswarmError
 from xswarm.stt import kyutai
 from xswarm.stt.engine import AudioStream, StreamEnd, WordEvent
 from xswarm.stt.kyutai import END_OF_TURN_HEAD, KyutaiModel, KyutaiSttEngine, load_kyutai_model
@@ -295,20 +295,22 @@ def test_open_stt_stream_by_name_tiny_random_means_the_stt_model(tiny_random_stt
 
 
 @pytest.mark.parametrize(
-    ("model", "message"),
+    ("model", "message", "exit_code"),
     [
-        ("stt-nope", "unknown model 'stt-nope'"),
-        ("moshiko-mlx-q4", "moshiko-mlx-q4 is a moshi model, not speech-to-text"),
-        ("stt-1b-en_fr-mlx", "xswarm models pull stt-1b-en_fr-mlx"),
+        ("stt-nope", "unknown speech-to-text model 'stt-nope': choose sphinx-en, stt-1b-en_fr", 2),
+        ("sphinx", "did you mean sphinx-en?", 2),
+        ("", "no speech-to-text model named: choose sphinx-en", 2),
+        ("moshiko-mlx-q4", "moshiko-mlx-q4 is a moshi model, not speech-to-text: choose", 2),
+        ("./no/such/dir", "model directory ./no/such/dir does not exist", 2),
+        ("stt-1b-en_fr-mlx", "run `xswarm models pull stt-1b-en_fr-mlx`", 1),
     ],
 )
-def test_bad_model_is_a_one_line_error(model: str, message: str) -> None:
-    from xswarm.errors import XswarmError
-
+def test_bad_model_is_a_one_line_error(model: str, message: str, exit_code: int) -> None:
     with pytest.raises(XswarmError) as caught:
         open_stt_stream(model)
     assert message in caught.value.message
     assert "\n" not in caught.value.message
+    assert caught.value.exit_code == exit_code
 
 
 @pytest.mark.parametrize(
@@ -320,8 +322,3 @@ def test_a_frame_of_the_wrong_size_is_refused(
     stream = opener(tiny_model)
     with pytest.raises(ValueError, match="1920 samples"):
         stream.feed(np.zeros(1000, np.float32))
-
-
-def test_usage_error_type_for_unknown_names() -> None:
-    with pytest.raises(UsageError):
-        open_stt_stream("whisper")

@@ -163,7 +163,7 @@ class KyutaiSttStream:
         self._batch = _Batch(model.lm, [self._codec])
         self._assembler = WordAssembler(model.tokenizer, offset_seconds=model.stt.offset_seconds)
         self._time = _RealTime()
-        self._buffer = np.zeros(model.stt.prefix_samples, np.float32)
+        self._buffer: np.ndarray = np.zeros(model.stt.prefix_samples, np.float32)
         # Words completed in the prefix (a random model's noise; a real one says
         # nothing in silence) come out with the first frame, stamped 0.
         self._held = [word for word, _ in self._steps(vad=False) if word is not None]
@@ -263,10 +263,37 @@ def open_stt_stream(model: str) -> SttStream:
     """
     from xswarm.stt.sphinx import NAME as SPHINX
 
+    model = STREAM_ALIASES.get(model, model)
     if model == SPHINX:
         from xswarm.stt.sphinx import SphinxEngine
 
         return SphinxSttStream(SphinxEngine())
+    _check_name(model)
     from xswarm.stt.kyutai import load_kyutai_model
 
-    return KyutaiSttStream(load_kyutai_model(STREAM_ALIASES.get(model, model)))
+    return KyutaiSttStream(load_kyutai_model(model))
+
+
+def _check_name(model: str) -> None:
+    """:class:`UsageError` naming the STT models for a name that is not one (paths pass)."""
+    import difflib
+
+    from xswarm.errors import UsageError
+    from xswarm.models.registry import REGISTRY
+    from xswarm.models.resolve import _looks_like_path
+    from xswarm.stt.sphinx import NAME as SPHINX
+
+    names = [SPHINX, *(name for name, spec in REGISTRY.items() if spec.kind == "stt")]
+    choose = f"choose {', '.join(names)} or a checkpoint directory (see xswarm models list)"
+    spec = REGISTRY.get(model)
+    if spec is not None:
+        if spec.kind != "stt":
+            raise UsageError(f"{model} is a {spec.kind} model, not speech-to-text: {choose}")
+        return
+    if not model.strip():
+        raise UsageError(f"no speech-to-text model named: {choose}")
+    if _looks_like_path(model):
+        return
+    close = difflib.get_close_matches(model, names, n=2, cutoff=0.5)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise UsageError(f"unknown speech-to-text model {model!r}: {hint}{choose}")
