@@ -322,3 +322,31 @@ def test_a_frame_of_the_wrong_size_is_refused(
     stream = opener(tiny_model)
     with pytest.raises(ValueError, match="1920 samples"):
         stream.feed(np.zeros(1000, np.float32))
+
+
+async def test_kyutai_stream_on_the_mlx_worker_thread(
+    tiny_random_stt: object, speech_audio: np.ndarray
+) -> None:
+    """The cascade's way: open, feed and flush all on the one MLX thread, awaited from Trio."""
+    import threading
+
+    import trio
+
+    from xswarm.inference.worker import open_mlx_worker
+
+    threads: set[str] = set()
+
+    def feed_on_thread(stream: SttStream, frame: np.ndarray) -> SttUpdate:
+        threads.add(threading.current_thread().name)
+        return stream.feed(frame)
+
+    frames = frames_of(speech_audio)
+    with trio.fail_after(60):
+        async with open_mlx_worker() as worker:
+            stream = await worker.run(open_stt_stream, "tiny-random-stt")
+            updates = [await worker.run(feed_on_thread, stream, frame) for frame in frames]
+            flushed = await worker.run(stream.flush)
+    assert threads == {"xswarm-mlx"}
+    words = words_of(updates) + list(flushed)
+    assert words and all(w.end <= len(frames) * FRAME_SECONDS for w in words)
+    assert all(isinstance(u.end_of_turn, float) for u in updates)

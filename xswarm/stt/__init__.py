@@ -4,7 +4,10 @@
 - :mod:`xswarm.stt.kyutai`: Kyutai's delayed-streams STT models on moshi_mlx,
   several inputs decoded as one LM batch;
 - :mod:`xswarm.stt.sphinx`: pocketsphinx's bundled English model, the offline
-  fallback (``sphinx-en``).
+  fallback (``sphinx-en``);
+- :mod:`xswarm.stt.stream`: the same engines pushed a frame at a time for
+  conversation (``open_stt_stream``: words and end-of-turn per frame, flush
+  per turn).
 
 Importing this package is cheap; numpy, MLX and pocketsphinx are imported by
 the engines when they are built.
