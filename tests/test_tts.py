@@ -350,3 +350,17 @@ def test_pull_voice_bad_inputs_through_the_cli() -> None:
     result = run_xswarm("models", "pull", "tts-1.6b-en_fr", "--voice", VOICE)
     assert result.returncode == 1
     assert "offline mode (HF_HUB_OFFLINE is set)" in result.stderr
+
+
+def test_first_audio_is_the_model_delay_in_steps(stream: TtsStream) -> None:
+    from xswarm.tts.kyutai import INITIAL_PADDING
+    from xswarm.tts.latency import measure_first_audio
+
+    for end in (True, False):  # ended, or streaming with enough lookahead: the same
+        first = measure_first_audio(stream, "Good evening, how are you today?", end=end)
+        assert first.steps_to_audio == stream.delay_steps
+        assert first.steps_to_first_word == stream.delay_steps + INITIAL_PADDING
+        assert 0 < first.seconds_to_audio < first.seconds_to_first_word
+    with pytest.raises(RuntimeError, match="no word was heard within 40 steps"):
+        measure_first_audio(stream, "Two words", end=False, max_steps=40)  # below the lookahead
+    assert stream.step() is None  # left cancelled

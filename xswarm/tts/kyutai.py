@@ -80,10 +80,17 @@ class TtsFrame:
 
 
 class _MimiRate:
-    """What ``TTSModel`` needs of its codec outside ``generate``: the frame rate."""
+    """What ``TTSModel`` needs of a codec: the frame rate (the stream owns the real codec).
+
+    ``reset_all`` lets moshi_mlx's own ``generate`` run on the same model for
+    comparisons (it resets the codec it is given, which decodes nothing here).
+    """
 
     frame_rate: float = FRAME_RATE
     sample_rate: int = SAMPLE_RATE
+
+    def reset_all(self) -> None:
+        pass
 
 
 class TtsStream:
@@ -127,6 +134,7 @@ class TtsStream:
         self._lm = lm
         self._codec = codec
         self.seed: Final = seed
+        self.voice: Final = voice  # the voice embedding file
         self.load_seconds = load_seconds
         self._max_steps = max_steps
         self._padding_between = padding_between
