@@ -364,3 +364,27 @@ def test_first_audio_is_the_model_delay_in_steps(stream: TtsStream) -> None:
     with pytest.raises(RuntimeError, match="no word was heard within 40 steps"):
         measure_first_audio(stream, "Two words", end=False, max_steps=40)  # below the lookahead
     assert stream.step() is None  # left cancelled
+
+
+async def test_on_the_mlx_worker_as_the_cascade_runs_it(tiny_random_tts: ResolvedModel) -> None:
+    """Loaded and stepped on the MLX worker thread from trio, the way the cascade drives it."""
+    import functools
+
+    import trio
+
+    from xswarm.inference.worker import open_mlx_worker
+
+    with trio.fail_after(60):
+        async with open_mlx_worker() as worker:
+            tts = await worker.run(functools.partial(load_tts, "tiny-random-tts", VOICE, seed=5))
+            assert tts.thread_ident == worker.thread_ident
+            await worker.run(tts.start)
+            for chunk in ("Good ", "after", "noon to you. "):
+                await worker.run(tts.push, chunk)
+            await worker.run(tts.end)
+            words: list[str] = []
+            while not await worker.run(lambda: tts.done):
+                frame = await worker.run(tts.step)
+                if frame is not None:
+                    words.extend(frame.words)
+            assert words == ["Good", "afternoon", "to", "you."]

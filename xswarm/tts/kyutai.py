@@ -202,7 +202,10 @@ class TtsStream:
         self.last_codes = None
 
     def push(self, text: str) -> None:
-        """Queue more answer text; a trailing partial word waits for the next push or end."""
+        """Queue more answer text; a trailing partial word waits for the next push or end.
+
+        Ignored with no answer started, after :meth:`cancel`, or after :meth:`end`.
+        """
         self._check_thread()
         if self._state is None or self._ended:
             return
