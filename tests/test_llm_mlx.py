@@ -130,6 +130,14 @@ async def test_without_a_worker_it_opens_and_closes_its_own(tiny_chat: Path) -> 
     assert {t.ident for t in threading.enumerate()} <= before
 
 
+async def test_a_second_mlx_thread_is_refused(tiny_chat: Path) -> None:
+    config = LlmConfig(url="", model=f"mlx:{tiny_chat}")
+    async with open_mlx_worker():
+        with pytest.raises(RuntimeError, match=r"needs the session's MlxWorker \(worker=\.\.\.\)"):
+            async with open_chat(config):
+                pass
+
+
 async def test_a_missing_path_is_a_usage_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     with pytest.raises(

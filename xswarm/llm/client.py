@@ -128,8 +128,9 @@ async def open_chat(
     when the block exits, cancelled or not. Raises :class:`UsageError` for a
     malformed URL or an unusable ``mlx:`` model, before anything is sent; a
     server that cannot be reached is only noticed by ``stream``. ``worker`` is
-    the session's MLX thread, used by an ``mlx:`` model (which otherwise opens
-    its own); an HTTP endpoint ignores it.
+    the session's MLX thread, which an ``mlx:`` model must share when a session
+    runs one (RuntimeError otherwise: two MLX threads crash the process); alone,
+    it opens its own. An HTTP endpoint ignores it.
     """
     if config.model.startswith(MLX_PREFIX):
         from xswarm.llm.mlx import open_mlx_chat

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -138,15 +139,23 @@ async def open_mlx_chat(
     """An :class:`MlxChat` for ``config.model`` = ``mlx:PATH``, loaded on ``worker``.
 
     Without ``worker``, a worker of its own is opened and closed with the block
-    (fine alone; in a session pass the session's worker: one MLX thread). Raises
+    (fine alone); when an MLX worker thread already runs (a session), ``worker``
+    must be that session's worker, else RuntimeError: two MLX threads crash. Raises
     :class:`UsageError` (mlx-lm not installed, no such path) or
     :class:`ModelError` (not a loadable chat model).
     """
     source = config.model.removeprefix(MLX_PREFIX)
     async with contextlib.AsyncExitStack() as stack:
         if worker is None:
-            from xswarm.inference.worker import open_mlx_worker
+            from xswarm.inference.worker import THREAD_NAME, open_mlx_worker
 
+            if any(thread.name == THREAD_NAME for thread in threading.enumerate()):
+                # A second MLX thread next to the session's crashes the process (seen:
+                # SIGSEGV in talk --mode cascade): a programming error, said plainly.
+                raise RuntimeError(
+                    "open_chat() for an mlx: model needs the session's MlxWorker "
+                    "(worker=...): an MLX worker thread is already running"
+                )
             worker = await stack.enter_async_context(open_mlx_worker())
         model, tokenizer = await worker.run(functools.partial(_load, source))
         yield MlxChat(config, worker, model, tokenizer)
