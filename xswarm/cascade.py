@@ -367,7 +367,7 @@ class CascadePlan:
     persona: TalkPersona
     chat_factory: Callable[[LlmConfig], contextlib.AbstractAsyncContextManager[Any]] | None = None
     stats: CascadeStats = field(default_factory=CascadeStats)
-    pushes: list[tuple[float, str]] = field(default_factory=list)  # (time, delta) into the TTS
+    pushes: list[tuple[float, int, str]] = field(default_factory=list)  # (time, turn, text) to TTS
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -828,7 +828,7 @@ class _Cascade:
             answer.t_first_push = now
         answer.pushed.append(text)
         answer.push_times.append(now)
-        self.plan.pushes.append((now, text))
+        self.plan.pushes.append((now, answer.turn, text))
         answer.speakable = True
         answer.first_text.set()
 
