@@ -33,6 +33,7 @@ from xswarm.talk import TalkConfig, TalkIO, TalkParts, run_talk
 
 QUESTION = "what is the capital of france"
 REPLY = "Paris is the capital of France. It is a big city on the river Seine."
+GAP = 9.0  # s of silence between questions: the random TTS says the apology in about 6 s
 LONG_REPLY = " ".join(["one two three four five six seven eight nine ten"] * 6) + "."
 
 
@@ -277,9 +278,9 @@ async def test_endpoint_failures_apologise_and_the_session_goes_on(
     speech(
         tmp_path,
         (QUESTION, 1.0),
-        ("please open the window", 5.0),
-        ("turn off the lights please", 5.0),
-        ("thank you very much", 5.0),
+        ("please open the window", GAP),
+        ("turn off the lights please", GAP),
+        ("thank you very much", GAP),
     )
     llm_server.push(
         Script(mode="http500", error="the model crashed"),
@@ -294,9 +295,12 @@ async def test_endpoint_failures_apologise_and_the_session_goes_on(
     assert [t["end"] for t in turns] == ["error", "error", "error", "done"]
     assert "500" in turns[0]["error"] and "the model crashed" in turns[0]["error"]
     assert turns[0]["assistant"] == APOLOGY  # nothing else was said first
-    # Cut and stalled streams: the words that came are said, then the apology.
-    assert turns[1]["assistant"] == " ".join(REPLY.split()[:3]) + " " + APOLOGY
-    assert turns[2]["assistant"] == " ".join(REPLY.split()[:2]) + " " + APOLOGY
+    # Cut and stalled streams: the words that came are said, then the apology (the slow
+    # random voice may still be saying it when the next question interrupts it).
+    for turn, kept in ((turns[1], 3), (turns[2], 2)):
+        expected = " ".join(REPLY.split()[:kept]) + " " + APOLOGY
+        assert expected.startswith(turn["assistant"]), turn
+        assert len(turn["assistant"].split()) > kept + 1  # the apology was being said
     assert turns[3]["assistant"] == "You are welcome."
     assert run.summary["llm_errors"] == 3 and run.summary["reason"] == "end"
     # One clear line on stderr per failure, naming the endpoint.
@@ -323,7 +327,8 @@ async def test_an_unreachable_server_gets_an_apology(
     assert turn["end"] == "error" and turn["assistant"] == APOLOGY
     (line,) = [x for x in run.stderr.splitlines() if x.startswith("xswarm: warning:")]
     assert f"127.0.0.1:{port}" in line
-    assert " ".join(w["text"] for w in run.words("assistant")) == APOLOGY
+    answer = [w["text"] for w in run.words("assistant") if w["start"] >= turn["speech_end"]]
+    assert " ".join(answer) == APOLOGY
 
 
 @pytest.mark.parametrize(

@@ -920,7 +920,10 @@ class _Cascade:
             "turn": answer.turn,
             "user": answer.user_text,
             "assistant": said,
-            "end": "interrupted" if answer.cancelled else ("error" if answer.error else "done"),
+            # How the answer ended: the LLM failed (an apology was said), the user spoke
+            # over it, or it was said whole; "interrupted" also marks a failed one cut short.
+            "end": "error" if answer.error else ("interrupted" if answer.cancelled else "done"),
+            "interrupted": answer.cancelled,
             "error": answer.error,
             "speech_end": None if answer.speech_end is None else round(answer.speech_end, 2),
             "detected_by": answer.detected_by,
