@@ -552,7 +552,14 @@ async def cascade_actor(
                 realtime=realtime,
                 task_status=task_status,
             )
-            async with chat_factory(plan.llm) as chat, trio.open_nursery() as tasks:
+            from xswarm.llm.client import MLX_PREFIX
+
+            # An in-process MLX LLM must share the session's one MLX thread.
+            in_process = plan.llm.model.startswith(MLX_PREFIX)
+            chat_context = (
+                chat_factory(plan.llm, worker=worker) if in_process else chat_factory(plan.llm)
+            )
+            async with chat_context as chat, trio.open_nursery() as tasks:
                 cascade = _Cascade(
                     plan,
                     engine,
