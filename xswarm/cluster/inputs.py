@@ -11,8 +11,9 @@ Rules, in the order arguments are given:
 
 - a file is an input as it is (a missing one fails alone, as locally);
 - a directory adds every file below it whose extension is an audio format
-  libsndfile reads here (:func:`audio_extensions`), sorted, hidden files and
-  directories skipped, symbolic links to directories not followed;
+  libsndfile reads here (:func:`audio_extensions`, any case), sorted (a
+  directory's files before its subdirectories), hidden files and directories
+  skipped, symbolic links to directories not followed;
 - ``@list.txt`` adds one path per line (blank lines and ``#`` comments skipped);
   a relative path in a list is relative to *the list file's directory*, so a
   list moves with its corpus; a line may name a directory. Lists do not nest.

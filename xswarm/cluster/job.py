@@ -195,6 +195,8 @@ def run_job(
         if output_name(name, options.format) == MANIFEST_NAME:
             raise UsageError(f"{name}: its output would overwrite the manifest; rename it")
     ray = _import_ray()
+    if options.address is not None:
+        _check_reachable(options.address)  # before anything is written: a typo costs nothing
     model = choose_model(options.model, note=note)
     output_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = output_dir / MANIFEST_NAME
@@ -487,10 +489,25 @@ def check_address(address: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
-def _connect(ray: Any, options: ClusterOptions) -> None:
-    """Start the local runtime or join the cluster, quietly. Raises XswarmError."""
+def _check_reachable(address: str) -> None:
+    """Fail fast (XswarmError) when nothing listens at the address (Ray would retry for long)."""
     import socket
 
+    target = check_address(address)
+    if target is None:
+        return
+    try:
+        socket.create_connection(target, timeout=CONNECT_CHECK_SECONDS).close()
+    except OSError as error:
+        raise XswarmError(
+            f"--ray-address {address}: cannot reach a Ray cluster there "
+            f"({error.strerror or error}); start one with `ray start --head`, "
+            "or check the host and port"
+        ) from None
+
+
+def _connect(ray: Any, options: ClusterOptions) -> None:
+    """Start the local runtime or join the cluster, quietly. Raises XswarmError."""
     address = options.address
     if address is None:
         try:
@@ -504,16 +521,6 @@ def _connect(ray: Any, options: ClusterOptions) -> None:
                 f"could not start a local Ray runtime: {_first_line(error)}"
             ) from None
         return
-    target = check_address(address)
-    if target is not None:
-        try:
-            socket.create_connection(target, timeout=CONNECT_CHECK_SECONDS).close()
-        except OSError as error:
-            raise XswarmError(
-                f"--ray-address {address}: cannot reach a Ray cluster there "
-                f"({error.strerror or error}); start one with `ray start --head`, "
-                "or check the host and port"
-            ) from None
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     except Exception as error:

@@ -1,0 +1,139 @@
+"""``xswarm transcribe --ray`` without a cluster: bad inputs and options, input expansion,
+the manifest's line discipline, and Ray staying unimported unless asked for."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.cli_helpers import run_xswarm
+from tests.speech import flite_speech
+from xswarm.cluster.inputs import InputFile, expand_inputs
+from xswarm.cluster.manifest import MANIFEST_NAME, Manifest, read_records
+from xswarm.errors import UsageError
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("speech") / "hello.wav"
+    flite_speech("thank you very much", path, lead_seconds=0.2, tail_seconds=0.2)
+    return path
+
+
+def check_error(args: list[str], code: int, message: str, **kwargs) -> None:
+    result = run_xswarm("transcribe", *args, **kwargs)
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr  # one line, no traceback
+    assert lines[0].startswith("xswarm: error: ") and message in lines[0], lines[0]
+
+
+def test_bad_options_and_inputs_are_one_line_usage_errors(speech: Path, tmp_path: Path) -> None:
+    out = str(tmp_path / "out")
+    check_error(["--ray", str(speech)], 2, "--ray needs --output-dir DIR")
+    check_error(["--ray", "-o", out, "-"], 2, "- (stdin) cannot be sent to Ray workers")
+    check_error(["--workers", "2", str(speech)], 2, "--workers is for --ray runs")
+    check_error(["--ray", "--realtime", "-o", out, str(speech)], 2, "--realtime")
+    check_error(["--ray", "-o", out, "--format", "doc", str(speech)], 2, "--format doc")
+    check_error(["--ray", "-o", out, f"@{tmp_path}/missing.txt"], 2,
+                f"@{tmp_path}/missing.txt: no such list file")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no audio here\n")
+    check_error(["--ray", "-o", out, str(empty)], 2, f"no audio files in {empty}")
+    (tmp_path / "empty.txt").write_text("# nothing listed\n\n")
+    check_error(["--ray", "-o", out, f"@{tmp_path}/empty.txt"], 2, "no audio files in")
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    (one / "x.wav").write_bytes(speech.read_bytes())
+    (two / "x.wav").write_bytes(speech.read_bytes())
+    check_error(["--ray", "-o", out, str(one), str(two)], 2,
+                f"{one}/x.wav and {two}/x.wav would both be written to x.jsonl")
+    check_error(["--ray-address", "head-node", "-o", out, str(speech)], 2,
+                "--ray-address head-node: not a Ray address")
+    check_error(["--ray-address", "127.0.0.1:1", "-o", out, str(speech)], 1,
+                "--ray-address 127.0.0.1:1: cannot reach a Ray cluster there")
+    check_error(["--ray-address", "ray://127.0.0.1:1", "-o", out, str(speech)], 1,
+                "cannot reach a Ray cluster there")
+    assert not Path(out).exists()  # nothing written for a job that never started
+    missing = run_xswarm("transcribe", "--ray", "-o", out)
+    assert missing.returncode == 2 and "Missing argument 'FILE'" in missing.stderr
+
+
+def test_without_ray_installed_the_error_names_the_extra(speech: Path, tmp_path: Path) -> None:
+    hide = tmp_path / "hide"
+    (hide / "ray").mkdir(parents=True)
+    (hide / "ray" / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    env = dict(os.environ, PYTHONPATH=str(hide))
+    check_error(["--ray", "-o", str(tmp_path / "out"), str(speech)], 1,
+                "--ray needs Ray, which is not installed: pip install 'xswarm[cluster]'", env=env)
+
+
+def test_a_second_job_on_the_same_output_dir_is_refused(speech: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / MANIFEST_NAME, "ab") as held:  # another job's lock
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        check_error(["--ray", "--model", "sphinx-en", "-o", str(out), str(speech)], 2,
+                    f"{out}: another xswarm transcribe --ray job is writing there")
+    assert list(out.iterdir()) == [out / MANIFEST_NAME]
+
+
+def imported_modules(*args: str, cwd: Path | None = None) -> set[str]:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "xswarm", *args],
+                            capture_output=True, text=True, cwd=cwd, timeout=120)
+    return {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+            if line.startswith("import time:")}
+
+
+def test_ray_is_imported_only_with_ray(speech: Path, tmp_path: Path) -> None:
+    helped = imported_modules("transcribe", "--help")
+    assert "typer" in helped and "xswarm.cluster" not in helped and "ray" not in helped
+    local = imported_modules("transcribe", "--model", "sphinx-en", str(speech))
+    assert "pocketsphinx" in local  # the run happened
+    assert "ray" not in local and not any(name.startswith("ray.") for name in local)
+
+
+def test_expand_inputs_directories_lists_and_duplicates(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    (corpus / "b" / "c").mkdir(parents=True)
+    (corpus / ".cache").mkdir()
+    for name in ("b/c/z.wav", "b/a.FLAC", "top.mp3", "b/notes.txt", ".hidden.wav",
+                 ".cache/x.wav", "b/c/raw.pcm"):
+        (corpus / name).write_bytes(b"x")
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "l.txt").write_text(
+        "# comment\n\n  ../corpus/b/a.FLAC  \n../corpus/b\n" f"{tmp_path}/else.wav\n"
+    )
+    found = expand_inputs(["corpus", "missing.wav", "@lists/l.txt", "./corpus/top.mp3"],
+                          cwd=str(tmp_path))
+    assert found == [
+        InputFile("corpus/top.mp3", f"{corpus}/top.mp3"),  # a directory's files first,
+        InputFile("corpus/b/a.FLAC", f"{corpus}/b/a.FLAC"),  # then its subdirectories, sorted
+        InputFile("corpus/b/c/z.wav", f"{corpus}/b/c/z.wav"),
+        InputFile("missing.wav", f"{tmp_path}/missing.wav"),  # fails later, alone
+        InputFile(f"{tmp_path}/else.wav", f"{tmp_path}/else.wav"),  # absolute stays so
+    ]
+    with pytest.raises(UsageError, match=r"^@ needs a list file name"):
+        expand_inputs(["@"], cwd=str(tmp_path))
+
+
+def test_manifest_lines_are_whole_even_after_a_cut(tmp_path: Path) -> None:
+    path = tmp_path / MANIFEST_NAME
+    with Manifest(path) as manifest:
+        manifest.append({"type": "file", "file": "a.wav", "status": "done"})
+    with open(path, "ab") as file:  # a machine crash cut the next line short
+        file.write(b'{"type": "file", "fi')
+    assert read_records(path) == [{"type": "file", "file": "a.wav", "status": "done"}]
+    with Manifest(path) as manifest:
+        manifest.append({"type": "file", "file": "b.wav", "status": "done"})
+    assert [r["file"] for r in read_records(path)] == ["a.wav", "b.wav"]
+    assert path.read_text().endswith('"status": "done"}\n')
