@@ -152,3 +152,140 @@ async def test_one_turn_user_words_to_llm_to_tts_and_back(
         ("assistant", "this"),
         ("assistant", "now."),
     ]
+
+
+def test_turn_detector_pause_vad_and_barge_in() -> None:
+    detector = TurnDetector(has_vad=False)
+    frames = [True] * 5 + [False] * 8
+    started, ended = [], []
+    for i, loud in enumerate(frames):
+        if detector.speech(i * FRAME_SECONDS, loud):
+            started.append(i)
+        if detector.end(None):
+            ended.append(i)
+    assert started == [BARGE_IN_FRAMES - 1]  # the second loud frame in a row
+    assert ended == [4 + 8]  # 8 quiet frames (640 ms) after the last loud one
+    assert detector.speech_end == pytest.approx(5 * FRAME_SECONDS)
+    # A click (two loud frames) interrupts but is not a turn; a VAD says when it is over.
+    detector = TurnDetector(has_vad=True)
+    assert [detector.speech(0.0, True), detector.speech(0.08, True)] == [False, True]
+    assert detector.speech(0.16, False) is False and detector.end(0.9) is None  # too short
+    for t in range(3):
+        detector.speech(0.24 + t * 0.08, True)
+    detector.speech(0.48, False)
+    assert detector.end(0.2) is None and detector.end(0.7) == "vad"
+
+
+async def test_barge_in_silences_the_very_next_frame_and_keeps_the_words_played(
+    tmp_path: Path, tutor: str, llm_server: LlmServer
+) -> None:
+    # Question 0.4-1.2 s; the answer starts after the pause; the user cuts in at 3.2 s.
+    speech_file(tmp_path / "in.wav", [(0.4, 1.2), (3.2, 4.0)], 7.0)
+    reply = " ".join(f"w{i}" for i in range(40))
+    llm_server.push(Script(text=reply), Script(text="Fine."))
+    summary, lines, _, tts = await run(tmp_path, llm_server, words=["why", "stop"])
+    first, second = [t for t in lines if t["type"] == "turn"]
+    assert first["end"] == "interrupted" and first["interrupted"] is True
+    assert second["user"] == "stop" and second["assistant"] == "Fine."
+    audio, _ = sf.read(tmp_path / "out.wav", dtype="float32")
+    frames = audio.reshape(-1, FRAME_SAMPLES)
+    loud = np.abs(frames).max(axis=1) > 0
+    onset = round(3.2 / FRAME_SECONDS)  # the first frame of the user's voice
+    stop = onset + BARGE_IN_FRAMES - 1  # detected on the second loud frame: silent from it
+    assert loud[onset - 1] and loud[stop - 1]  # speaking up to there
+    assert not loud[stop : round(4.0 / FRAME_SECONDS)].any()
+    # Exactly the words of the frames that were written before it, in the transcript.
+    said = [w for w in lines if w["type"] == "word" and w["speaker"] == "assistant"]
+    first_said = [w["text"] for w in said if w["start"] < 4.0]
+    assert first["assistant"] == " ".join(first_said)
+    assert first_said == reply.split()[: len(first_said)]
+    worded = [i for i in range(len(frames)) if loud[i] and np.abs(frames[i]).max() > TTS_LEVEL / 2]
+    assert len(first_said) == len([i for i in worded if i < stop])
+    assert "cancel" in tts.calls
+    assert summary["interruptions"] == 1
+
+
+async def test_an_answer_cut_before_it_was_heard_carries_the_question_over(
+    tmp_path: Path, tutor: str, llm_server: LlmServer
+) -> None:
+    # The user pauses (turn ends), then goes on before any answer audio comes out.
+    speech_file(tmp_path / "in.wav", [(0.4, 1.2), (1.92, 2.6)], 6.0)
+    llm_server.push(Script(text="Too early.", mode="slow-first-token", first_token_delay=0.3))
+    llm_server.push(Script(text="Now I see."))
+    _, lines, _, _ = await run(tmp_path, llm_server, words=["what", "time"], tts=FakeTts(delay=12))
+    turns = [t for t in lines if t["type"] == "turn"]
+    assert [t["end"] for t in turns] == ["interrupted", "done"]
+    assert turns[0]["assistant"] == ""
+    assert turns[1]["user"] == "what time"  # both parts of the question, together
+    assert llm_server.chat_requests[-1].messages[-1] == {"role": "user", "content": "what time"}
+    assert [m["role"] for m in llm_server.chat_requests[-1].messages] == ["system", "user"]
+
+
+async def test_nothing_heard_asks_nothing(
+    tmp_path: Path, tutor: str, llm_server: LlmServer
+) -> None:
+    speech_file(tmp_path / "in.wav", [(0.4, 1.2)], 2.5)
+    summary, lines, _, _ = await run(tmp_path, llm_server, words=[])
+    assert llm_server.chat_requests == [] and summary["turns"] == 0
+    assert not [t for t in lines if t["type"] == "turn"]
+
+
+async def test_both_speakers_on_a_terminal_in_their_colours(
+    tmp_path: Path, tutor: str, llm_server: LlmServer
+) -> None:
+    speech_file(tmp_path / "in.wav", [(0.4, 1.2)], 3.0)
+    llm_server.push(Script(text="Riddle me this."))
+    stt, tts = FakeStt(["why"]), FakeTts()
+    out, err = io.StringIO(), io.StringIO()
+    talk_io = TalkIO(out, err, stdout_tty=True, stderr_tty=False, color=True)
+    cfg = TalkConfig(
+        persona="tutor",
+        input_path=str(tmp_path / "in.wav"),
+        output_path=str(tmp_path / "out.wav"),
+        fast=True,
+        llm_url=llm_server.url,
+        llm_model="test-model",
+    )  # the persona's mode is cascade: no --mode needed
+    parts = TalkParts(
+        engine_factory=lambda progress: CascadeEngine(stt, tts),
+        worker_factory=thread_worker,
+        handle_signals=False,
+    )
+    with trio.fail_after(30):
+        await run_talk(cfg, talk_io, parts)
+    assert out.getvalue() == ("\x1b[1mYou:\x1b[0m why\n\x1b[1;32mTutor:\x1b[0m Riddle me this.\n")
+
+
+@pytest.mark.parametrize("mode", [None, "duplex"])
+async def test_cascade_options_in_duplex_mode_are_refused(
+    tmp_path: Path, mode: str | None, llm_server: LlmServer
+) -> None:
+    speech_file(tmp_path / "in.wav", [], 1.0)
+    config = TalkConfig(
+        mode=mode, input_path=str(tmp_path / "in.wav"), fast=True, stt_model="sphinx-en"
+    )
+    talk_io = TalkIO(io.StringIO(), io.StringIO(), stdout_tty=False, stderr_tty=False, color=False)
+    with pytest.raises(
+        UsageError, match=r"--stt-model applies only to cascade mode.*--mode cascade"
+    ):
+        await run_talk(config, talk_io, TalkParts(handle_signals=False))
+
+
+async def test_a_greeting_is_said_first_without_asking_the_llm(
+    tmp_path: Path, isolated_home: Path, llm_server: LlmServer
+) -> None:
+    from xswarm.personas import user_dir
+
+    user_dir().mkdir(parents=True, exist_ok=True)
+    (user_dir() / "tutor.toml").write_text(PERSONA.replace('greeting = ""', 'greeting = "Hi you."'))
+    speech_file(tmp_path / "in.wav", [], 2.0)
+    summary, lines, _, tts = await run(tmp_path, llm_server, words=[])
+    said = [w["text"] for w in lines if w["type"] == "word" and w["speaker"] == "assistant"]
+    assert said == ["Hi", "you."] and tts.pushed == ["Hi you."]
+    assert llm_server.chat_requests == [] and summary["turns"] == 0
+    (greeting,) = [t for t in lines if t["type"] == "turn"]
+    assert greeting["turn"] == 0 and greeting["assistant"] == "Hi you."
+
+
+def test_apology_is_short_and_plain() -> None:
+    assert len(APOLOGY.split()) <= 12 and APOLOGY.endswith(".")
