@@ -147,7 +147,7 @@ class _Listener:
             # end_stream rejects an empty buffer: one silent sample stands in
             tail = endpointer.end_stream(self._pending or bytes(2))
             self._pending = b""
-            if tail is not None:
+            if tail:  # None, or empty: process_raw(b"") raises IndexError
                 words += self._utterance.feed(tail, endpointer.speech_start, self._history)
         return words + self._utterance.end()
 
