@@ -104,7 +104,6 @@ VAD_FALLBACK_SECONDS: Final = 2.0  # s of silence end the turn even if the VAD h
 CATCHUP_STEPS: Final = 4  # TTS steps per input frame while it has no audio yet (its delay)
 DRAIN_LIMIT_SECONDS: Final = 60.0  # s of silence fed after the input ends, for the last answer
 APOLOGY: Final = "Sorry, I cannot reach my language model right now."
-SPEECH_NOT_HEARD: Final = ""  # a turn whose STT heard no word gets no answer
 
 
 # -- the pieces, as the cascade uses them (contracts 1-3 of the session brief) -------------
@@ -622,7 +621,8 @@ class _Cascade:
         self.history: list[ChatMessage] = []  # the conversation as actually spoken
         self.heard: list[Word] = []  # the user's words of the turn being spoken
         self.carry = ""  # the user's words of an answer interrupted before it was heard
-        self.answer: Answer | None = None
+        self.answer: Answer | None = None  # the latest answer
+        self.unreported: list[Answer] = []  # answers whose turn report is still due, in order
         self.queued: collections.deque[_Queued] = collections.deque()
         self.sent = 0  # frames sent to the sink, less those taken back by a barge-in
         self.taken_back = 0  # frames taken back from the channel (they count as received)
@@ -668,8 +668,7 @@ class _Cascade:
         await self._send_outbox()
 
     def _busy(self) -> bool:
-        answer = self.answer
-        return self.detector.heard or (answer is not None and not answer.reported)
+        return self.detector.heard or bool(self.unreported)
 
     async def _frame(self, frame: AudioFrame) -> None:
         from xswarm.audio.frame import AudioFrame
@@ -682,7 +681,7 @@ class _Cascade:
         mic_rms = _rms(frame.pcm)
         t_audio = frame.index * FRAME_SECONDS
         if self.detector.speech(t_audio, mic_rms > SPEECH_RMS) and self._answering():
-            await self._barge_in()
+            await self._barge_in(t_audio)
         answer = self.answer
         if answer is not None and not answer.over and not self.realtime:
             await answer.first_text.wait()  # --fast: as if the LLM were instant (see above)
@@ -760,10 +759,10 @@ class _Cascade:
         if self.carry:
             text = f"{self.carry} {text}".strip()
             self.carry = ""
-        if text == SPEECH_NOT_HEARD:
-            return
-        if self.answer is not None and not self.answer.reported:
-            await self._barge_in()  # an answer still going: the user's new turn replaces it
+        if not text:
+            return  # the STT heard no word: nothing to answer
+        if self._answering():
+            await self._barge_in(detected_at)  # still going: the user's new turn replaces it
         self.turns += 1
         self._start_answer(
             Answer(
@@ -784,6 +783,7 @@ class _Cascade:
         answer.scope = trio.CancelScope()
         answer.first_text = trio.Event()
         self.answer = answer
+        self.unreported.append(answer)
         self.tasks.start_soon(self._produce, answer)
 
     def _answering(self) -> bool:
@@ -839,13 +839,15 @@ class _Cascade:
         answer.speakable = True
         answer.first_text.set()
 
-    async def _barge_in(self) -> None:
-        """The user speaks over the answer: stop it, take back what was not played yet."""
+    async def _barge_in(self, t_audio: float) -> None:
+        """The user speaks over the answer (at audio time ``t_audio``): stop it, take back
+        what was not played yet."""
         import trio
 
         answer = self.answer
         if answer is None:
             return
+        answer.last_audio_end = min(answer.last_audio_end, t_audio)
         answer.cancelled = True
         answer.first_text.set()
         answer.scope.cancel("barge-in")
@@ -865,7 +867,7 @@ class _Cascade:
             self.flush_playback()
         await self.worker.run(self.engine.tts.cancel)
         self.plan.stats.interruptions += 1
-        if not answer.said and answer.user_text:
+        if not answer.said and answer.held is None and answer.user_text:
             self.carry = f"{self.carry} {answer.user_text}".strip()  # never heard: not an answer
         self._finish_answer()
         await self._send_outbox()
@@ -897,10 +899,15 @@ class _Cascade:
         self.outbox.append(SpeakerWord("assistant", word))
 
     def _finish_answer(self) -> None:
-        """Report the answer once nothing more of it will be said or played."""
-        answer = self.answer
-        if answer is None or answer.reported or not answer.over or answer.unreleased:
-            return
+        """Report answers, in order, once nothing more of them will be said or played."""
+        while self.unreported:
+            answer = self.unreported[0]
+            if not answer.over or answer.unreleased:
+                return
+            self.unreported.pop(0)
+            self._report_said(answer)
+
+    def _report_said(self, answer: Answer) -> None:
         if answer.held is not None:
             self._emit_said(answer, answer.held[0], answer.held[1], answer.last_audio_end)
             answer.held = None
