@@ -362,6 +362,17 @@ def test_sphinx_result_does_not_depend_on_earlier_files(
     assert after_others == fresh
 
 
+def test_sphinx_input_ending_inside_a_speech_region(sphinx: SphinxEngine, tmp_path: Path) -> None:
+    """The VAD still in speech at the end with nothing left to give: no crash (an empty
+    tail once reached process_raw(b"") -> IndexError; found by benchmarks/cluster.py)."""
+    for i, text in enumerate(("my brother lives in london", "can you help me with this")):
+        path = tmp_path / f"e{i}.wav"
+        flite_speech(text, path, lead_seconds=0.3, tail_seconds=0.3)
+        segments, errors, failures = run_files([str(path)], sphinx)
+        assert failures == 0 and errors == []
+        assert " ".join(s["text"] for s in segments).split()[-1] in text.split()
+
+
 def test_batches_group_inputs_of_similar_length_and_output_keeps_input_order(
     tmp_path: Path,
 ) -> None:
