@@ -645,16 +645,18 @@ class _Cascade:
         if self.persona.greeting:
             self._start_answer(Answer(turn=0, user_text="", fixed_text=self.persona.greeting))
         index = -1
+        stopped = False  # --duration reached: stop now, mid-answer or not
         async for frame in frames:
             index = frame.index
             await self._frame(frame)
             stats.frames += 1
             if max_frames is not None and stats.frames >= max_frames:
                 on_done()
-                return
+                stopped = True
+                break
         # The input ended: feed silence until the last turn is answered and said.
         t_next = time.monotonic()
-        for _ in range(round(DRAIN_LIMIT_SECONDS / FRAME_SECONDS)):
+        for _ in range(0 if stopped else round(DRAIN_LIMIT_SECONDS / FRAME_SECONDS)):
             if not self._busy():
                 break
             if self.realtime:
@@ -664,6 +666,9 @@ class _Cascade:
             await self._frame(AudioFrame(self.silence, index, time.monotonic()))
             stats.frames += 1
         self._release(everything=True)  # the sink writes what is queued before it ends
+        for answer in self.unreported:
+            if not answer.over:
+                answer.cancelled = True  # cut short by the end of the session
         self._finish_answer()
         await self._send_outbox()
 
