@@ -364,7 +364,7 @@ class CascadePlan:
     tts_model: str
     llm: LlmConfig
     persona: TalkPersona
-    chat_factory: Callable[[LlmConfig], contextlib.AbstractAsyncContextManager[Any]] | None = None
+    chat_factory: Callable[..., contextlib.AbstractAsyncContextManager[Any]] | None = None
     stats: CascadeStats = field(default_factory=CascadeStats)
     pushes: list[tuple[float, int, str]] = field(default_factory=list)  # (time, turn, text) to TTS
 
@@ -691,7 +691,7 @@ class _Cascade:
         if answer is not None and not answer.over and not self.realtime:
             await answer.first_text.wait()  # --fast: as if the LLM were instant (see above)
         speak = answer is not None and answer.speakable and not answer.over
-        catchup = CATCHUP_STEPS if speak and answer.t_first_audio is None else 1
+        catchup = CATCHUP_STEPS if answer is not None and answer.t_first_audio is None else 1
         step: CascadeStep = await self.worker.run(self.engine.step, frame.pcm, speak, catchup)
         t_end = time.monotonic()
         for word in step.words:
