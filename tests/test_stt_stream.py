@@ -136,6 +136,29 @@ def test_sphinx_flush_on_silence_returns_nothing_and_reset_restarts_time(
     assert words[0].start >= spoken.speech_start - SLACK  # not shifted by the frames before reset
 
 
+def test_sphinx_flush_inside_speech_leaves_nothing_behind_for_the_next_turn(
+    sphinx: SphinxEngine, sentences: list[SpokenFile], tmp_path: Path
+) -> None:
+    """A flush that ends the utterance while the VAD is still inside the speech region.
+
+    (flush_frames 0 forces it; with 5 silent frames it happens when the VAD is
+    slow to call the end.) Turn 2 starts speaking at once. What the VAD still
+    held of turn 1 must not come out in turn 2, and turn 2's times must be its own.
+    """
+    first = sentences[0]
+    second = flite_speech("please open the window", tmp_path / "now.wav", lead_seconds=0.0)
+    stream = SphinxSttStream(sphinx)
+    stream.flush_frames = 0
+    first_frames = frames_of(speech_24k(first))
+    feed_all(stream, first_frames)
+    stream.flush()
+    turn2 = words_of(feed_all(stream, frames_of(speech_24k(second)))) + list(stream.flush())
+    offset = len(first_frames) * FRAME_SECONDS
+    assert [w.text for w in turn2] == normalise(second.text)
+    assert offset + second.speech_start - SLACK <= turn2[0].start
+    assert turn2[-1].end <= offset + second.speech_end + SLACK
+
+
 # --- Kyutai on tiny-random-stt -------------------------------------------------------------
 
 

@@ -126,6 +126,7 @@ class _Listener:
         self._utterance = _Utterance(decoder)
         self._history = _History()
         self._pending = b""
+        self._vad_start = 0.0  # s, input time of the endpointer's first sample
 
     def feed(self, frame: np.ndarray) -> list[Word]:
         """One frame of 24 kHz float32 samples in; the words of any utterance it ended."""
@@ -133,7 +134,19 @@ class _Listener:
         return self._run()
 
     def end_utterance(self) -> list[Word]:
-        """End the current utterance now, whatever the VAD says: its words."""
+        """End the current utterance now, whatever the VAD says: its words.
+
+        A VAD still inside a speech region is replaced by a fresh one on the
+        same clock (what it holds back is the latest 0.3 s, dropped), so the
+        next speech opens a new region, a new utterance and a right start time;
+        and the next utterance's pre-roll does not reach back before this point.
+        """
+        if self._endpointer.in_speech:
+            import pocketsphinx
+
+            self._endpointer = pocketsphinx.Endpointer(sample_rate=SPHINX_RATE)
+            self._vad_start = self._history.end
+        self._history.forget()
         return self._utterance.end()
 
     def finish(self) -> list[Word]:
@@ -148,7 +161,8 @@ class _Listener:
             tail = endpointer.end_stream(self._pending or bytes(2))
             self._pending = b""
             if tail:  # None, or empty: process_raw(b"") raises IndexError
-                words += self._utterance.feed(tail, endpointer.speech_start, self._history)
+                start = self._vad_start + endpointer.speech_start
+                words += self._utterance.feed(tail, start, self._history)
         return words + self._utterance.end()
 
     def _run(self) -> list[Word]:
@@ -165,7 +179,8 @@ class _Listener:
             speech = endpointer.process(chunk)
             if speech is None:
                 continue
-            words += self._utterance.feed(speech, endpointer.speech_start, self._history)
+            start = self._vad_start + endpointer.speech_start
+            words += self._utterance.feed(speech, start, self._history)
             if not endpointer.in_speech:
                 words += self._utterance.end()
         self._pending = pending[offset:]
@@ -178,6 +193,15 @@ class _History:
     def __init__(self) -> None:
         self._data = b""
         self._end = 0  # samples fed so far: the input time of the data's end
+
+    @property
+    def end(self) -> float:
+        """Input time (s) of the end of the data: everything added so far."""
+        return self._end / SPHINX_RATE
+
+    def forget(self) -> None:
+        """Drop the data (the clock goes on): no pre-roll from before this point."""
+        self._data = b""
 
     def add(self, chunk: bytes) -> None:
         self._end += len(chunk) // 2
