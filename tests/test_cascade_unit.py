@@ -209,10 +209,11 @@ async def test_an_answer_cut_before_it_was_heard_carries_the_question_over(
     tmp_path: Path, tutor: str, llm_server: LlmServer
 ) -> None:
     # The user pauses (turn ends), then goes on before any answer audio comes out.
-    speech_file(tmp_path / "in.wav", [(0.4, 1.2), (1.92, 2.6)], 6.0)
-    llm_server.push(Script(text="Too early.", mode="slow-first-token", first_token_delay=0.3))
+    # In real time: the LLM takes 1 s to its first word, the user goes on after 0.3 s.
+    speech_file(tmp_path / "in.wav", [(0.4, 1.2), (2.16, 2.8)], 4.5)
+    llm_server.push(Script(text="Too early.", mode="slow-first-token", first_token_delay=1.0))
     llm_server.push(Script(text="Now I see."))
-    _, lines, _, _ = await run(tmp_path, llm_server, words=["what", "time"], tts=FakeTts(delay=12))
+    _, lines, _, _ = await run(tmp_path, llm_server, words=["what", "time"], fast=False)
     turns = [t for t in lines if t["type"] == "turn"]
     assert [t["end"] for t in turns] == ["interrupted", "done"]
     assert turns[0]["assistant"] == ""

@@ -101,7 +101,7 @@ MIN_SPEECH_FRAMES: Final = 3  # frames (240 ms) of speech before a pause can end
 PAUSE_SECONDS: Final = 0.64  # s without speech that end the user's turn when there is no VAD
 VAD_END_PROBABILITY: Final = 0.5  # the STT's end-of-turn head above this ends the turn
 VAD_FALLBACK_SECONDS: Final = 2.0  # s of silence end the turn even if the VAD head never says so
-CATCHUP_STEPS: Final = 4  # TTS steps per input frame while it has no audio yet (its delay)
+PREROLL_STEPS: Final = 64  # TTS steps (5 s of audio) at most to find an answer's first audio
 DRAIN_LIMIT_SECONDS: Final = 60.0  # s of silence fed after the input ends, for the last answer
 APOLOGY: Final = "Sorry, I cannot reach my language model right now."
 
@@ -177,24 +177,25 @@ class CascadeEngine:
         self.seed = seed
         self.warmup_seconds = 0.0
 
-    def step(self, pcm: np.ndarray, speak: bool, catchup: int) -> CascadeStep:
-        """Feed ``pcm`` to the STT; if ``speak``, step the TTS until it yields a frame
-        (at most ``catchup`` steps: its text-to-audio delay is made up here)."""
+    def step(self, pcm: np.ndarray, speak: bool) -> CascadeStep:
+        """Feed ``pcm`` to the STT; if ``speak``, one TTS step for this frame's answer audio."""
         t0 = time.perf_counter()
         update = self.stt.feed(pcm)
         t1 = time.perf_counter()
         audio = None
         done = False
         if speak:
-            for _ in range(max(1, catchup)):
-                if self.tts.done:
-                    break
+            if not self.tts.done:
                 audio = self.tts.step()
-                if audio is not None:
-                    break
             done = self.tts.done
         t2 = time.perf_counter()
         return CascadeStep(tuple(update.words), update.end_of_turn, audio, done, t1 - t0, t2 - t1)
+
+    def tts_step(self) -> tuple[TtsFrameLike | None, bool, float]:
+        """One TTS step alone (the pre-roll): its frame, whether the TTS is done, its seconds."""
+        t0 = time.perf_counter()
+        audio = None if self.tts.done else self.tts.step()
+        return audio, self.tts.done, time.perf_counter() - t0
 
     def flush(self) -> tuple[tuple[Word, ...], float]:
         """The STT's delayed words at the end of a turn, and the seconds it took."""
@@ -306,6 +307,10 @@ class Answer:
     scope: Any = None  # trio.CancelScope of the answer task
     first_text: Any = None  # trio.Event: text reached the TTS, or the text ended
     speakable: bool = False  # text was pushed: the TTS may step
+    preroll_scope: Any = None  # trio.CancelScope of the pre-roll task
+    preroll_done: Any = None  # trio.Event: the pre-roll ended (first audio found, or not)
+    prerolling: bool = False  # the pre-roll task steps the TTS: the frame loop must not
+    ready: TtsFrameLike | None = None  # the first audio frame, found by the pre-roll
     text_done: bool = False  # tts.end() was called
     tts_done: bool = False
     cancelled: bool = False
@@ -689,10 +694,18 @@ class _Cascade:
             await self._barge_in(t_audio)
         answer = self.answer
         if answer is not None and not answer.over and not self.realtime:
-            await answer.first_text.wait()  # --fast: as if the LLM were instant (see above)
-        speak = answer is not None and answer.speakable and not answer.over
-        catchup = CATCHUP_STEPS if answer is not None and answer.t_first_audio is None else 1
-        step: CascadeStep = await self.worker.run(self.engine.step, frame.pcm, speak, catchup)
+            # --fast: as if the LLM (and the TTS's delay) took no time (see above)
+            await answer.first_text.wait()
+            await answer.preroll_done.wait()
+        speak = (
+            answer is not None and answer.speakable and not answer.over and not answer.prerolling
+        )
+        ready = None  # the pre-roll's frame stands in for this frame's TTS step
+        if speak and answer is not None and answer.ready is not None:
+            ready, answer.ready = answer.ready, None
+        step: CascadeStep = await self.worker.run(
+            self.engine.step, frame.pcm, speak and ready is None
+        )
         t_end = time.monotonic()
         for word in step.words:
             self.heard.append(word)
@@ -702,15 +715,17 @@ class _Cascade:
             if answer.t_first_audio is None:
                 answer.tts_compute += step.tts_seconds
                 answer.stt_compute += step.stt_seconds
-            if step.audio is not None:
-                pcm = step.audio.pcm
-                if step.audio.words:
+            audio = ready if ready is not None else step.audio
+            if audio is not None:
+                pcm = audio.pcm
+                if audio.words:
                     answer.unreleased += 1
                     self.queued.append(
-                        _Queued(self.sent + 1, answer, frame.index, tuple(step.audio.words))
+                        _Queued(self.sent + 1, answer, frame.index, tuple(audio.words))
                     )
                 answer.last_audio_end = t_audio + FRAME_SECONDS
-            answer.tts_done = step.tts_done
+            if ready is None:
+                answer.tts_done = step.tts_done
         elif answer is not None and answer.t_first_audio is None and answer.turn:
             answer.stt_compute += step.stt_seconds
         await self._put(self.output, AudioFrame(pcm, frame.index, frame.t_capture))
@@ -786,7 +801,9 @@ class _Cascade:
         import trio
 
         answer.scope = trio.CancelScope()
+        answer.preroll_scope = trio.CancelScope()
         answer.first_text = trio.Event()
+        answer.preroll_done = trio.Event()
         self.answer = answer
         self.unreported.append(answer)
         self.tasks.start_soon(self._produce, answer)
@@ -841,8 +858,37 @@ class _Cascade:
         answer.pushed.append(text)
         answer.push_times.append(now)
         self.plan.pushes.append((now, answer.turn, text))
+        if not answer.speakable:
+            answer.prerolling = True  # from now until the pre-roll ends, only it steps the TTS
+            self.tasks.start_soon(self._preroll, answer)
         answer.speakable = True
         answer.first_text.set()
+
+    async def _preroll(self, answer: Answer) -> None:
+        """Step the TTS back to back from the first text to the first audio frame.
+
+        The TTS needs a number of steps (its text-to-audio delay) before any
+        audio; taken one per input frame, they would cost that many frames of
+        wall time. Here they run on the MLX thread as fast as it goes (an input
+        frame's STT step still gets in between, the worker being a FIFO), and
+        the frame found is played on the next input frame. Cancelled by a barge-in.
+        """
+        try:
+            with answer.preroll_scope:
+                for _ in range(PREROLL_STEPS):
+                    if answer.over:
+                        break
+                    audio, done, seconds = await self.worker.run(self.engine.tts_step)
+                    answer.tts_compute += seconds
+                    if audio is not None:
+                        answer.ready = audio
+                        break
+                    if done:
+                        answer.tts_done = True
+                        break
+        finally:
+            answer.prerolling = False
+            answer.preroll_done.set()
 
     async def _barge_in(self, t_audio: float) -> None:
         """The user speaks over the answer (at audio time ``t_audio``): stop it, take back
@@ -855,7 +901,10 @@ class _Cascade:
         answer.last_audio_end = min(answer.last_audio_end, t_audio)
         answer.cancelled = True
         answer.first_text.set()
+        answer.preroll_done.set()
         answer.scope.cancel("barge-in")
+        answer.preroll_scope.cancel("barge-in")
+        answer.ready = None
         self._release()  # what the sink already took was played
         taken = 0
         with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
