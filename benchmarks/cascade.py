@@ -23,13 +23,15 @@ Configurations:
 
 - ``tiny-random``: the generated tiny STT and TTS (real files, real code);
 - ``sphinx-en+tiny-tts``: pocketsphinx STT, tiny TTS;
+- ``--realtime``: the same paced in real time, as from a microphone: the
+  first audio frame then waits for the next input frame (0 to 80 ms);
 - ``--big``: the published stt-1b-en_fr architecture (random weights built in
   memory, benchmarks/stt_stream.py) and ``random-tts-1.6b`` (generated on
   demand, about 4 GB), one turn; each model step takes seconds on this CPU,
   so this takes many minutes.
 
     python benchmarks/cascade.py
-    python benchmarks/cascade.py --turns 5 --big
+    python benchmarks/cascade.py --turns 5 --realtime --big
 """
 
 from __future__ import annotations
@@ -99,7 +101,14 @@ def stats(values: list[float]) -> dict[str, float | None]:
 
 
 def run_session(
-    wav: Path, server: Any, stt: str, tts: str, factory: Any = None, name: str | None = None
+    wav: Path,
+    server: Any,
+    stt: str,
+    tts: str,
+    factory: Any = None,
+    name: str | None = None,
+    *,
+    fast: bool = True,
 ) -> dict[str, Any]:
     import trio
 
@@ -116,7 +125,7 @@ def run_session(
         llm_model="test-model",
         input_path=str(wav),
         output_path=str(wav.parent / f"answer-{stt}.wav"),
-        fast=True,
+        fast=fast,
         json=True,
         seed=7,
         history=False,
@@ -162,6 +171,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=3, help="questions per small configuration")
     parser.add_argument("--big", action="store_true", help="also the 1B STT + 1.6B TTS (slow)")
+    parser.add_argument(
+        "--realtime", action="store_true", help="also sphinx-en + tiny TTS paced in real time"
+    )
     args = parser.parse_args()
 
     import os
@@ -176,6 +188,12 @@ def main() -> None:
         with serve_llm() as server:
             for label, stt in (("tiny-random", "tiny-random"), ("sphinx-en+tiny-tts", "sphinx-en")):
                 result["configs"][label] = run_session(wav, server, stt, "tiny-random")
+            if args.realtime:
+                # Paced like a microphone: the first audio waits for the next input frame
+                # (0-80 ms), which --fast hides.
+                result["configs"]["sphinx-en+tiny-tts realtime"] = run_session(
+                    wav, server, "sphinx-en", "tiny-random", fast=False
+                )
             if args.big:
                 big_wav = directory / "big.wav"
                 _short_question(big_wav)
