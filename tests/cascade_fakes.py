@@ -84,7 +84,8 @@ class FakeTts:
 
 
 class FakeStt:
-    """Hears a word for every run of loud frames, said when the run ends (or at flush)."""
+    """Hears the next phrase of ``words`` for every run of loud frames, when it ends (or at
+    flush)."""
 
     name = "fake-stt"
     has_vad = False
@@ -107,10 +108,14 @@ class FakeStt:
         return FakeSttUpdate((), None)
 
     def _word(self, end: int) -> tuple[Word, ...]:
+        """The next phrase of ``words``, one Word per word, spread over the loud run."""
         start, self._run_start = self._run_start, None
         if not self.words or start is None:
             return ()
-        return (Word(start * FRAME_SECONDS, end * FRAME_SECONDS, self.words.pop(0)),)
+        texts = self.words.pop(0).split()
+        step = (end - start) * FRAME_SECONDS / len(texts)
+        t0 = start * FRAME_SECONDS
+        return tuple(Word(t0 + i * step, t0 + (i + 1) * step, t) for i, t in enumerate(texts))
 
     def flush(self) -> tuple[Word, ...]:
         self.flushes += 1

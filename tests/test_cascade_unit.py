@@ -290,3 +290,28 @@ async def test_a_greeting_is_said_first_without_asking_the_llm(
 
 def test_apology_is_short_and_plain() -> None:
     assert len(APOLOGY.split()) <= 12 and APOLOGY.endswith(".")
+
+
+async def test_what_the_user_says_is_remembered_and_told_to_the_llm_next_time(
+    tmp_path: Path, tutor: str, llm_server: LlmServer
+) -> None:
+    from xswarm.memory import memory_facts
+
+    speech_file(tmp_path / "in.wav", [(0.4, 1.6)], 3.5)
+    llm_server.push(Script(text="Nice to meet you."), Script(text="Hello again Ada."))
+    await run(tmp_path, llm_server, words=["my name is Ada and I love jazz"])
+    assert {(f.key, f.value) for f in memory_facts("tutor")} == {
+        ("name", "Ada"),
+        ("likes:jazz", "jazz"),
+    }
+    await run(tmp_path, llm_server, words=["hello"])
+    system = llm_server.chat_requests[1].messages[0]["content"]
+    assert "The user's name is Ada." in system and "The user likes jazz." in system
+    # The first session's history has both turns and the turn report.
+    sessions = sorted(read_sessions("tutor"), key=lambda s: s.start)
+    first = next(s for s in sessions if any(w.text == "Ada" for w in s.words))
+    assert [line.speaker for line in first.lines()] == ["user", "assistant"]
+    assert [e["type"] for e in first.events if e["type"] in ("turn", "turn_end")] == [
+        "turn",
+        "turn_end",
+    ]
