@@ -78,7 +78,8 @@ def transcribe(
     ),
     workers: int | None = typer.Option(
         None, "--workers", "-w", min=1, metavar="N", rich_help_panel=RAY_PANEL,
-        help="Ray workers, each loading the model once. Default: one per CPU of the cluster.",
+        help="Ray workers, each loading the model once. Default: one per CPU of the "
+        "cluster for sphinx-en, one per node for Kyutai models.",
     ),
 ) -> None:
     """Transcribe speech in audio files to text with word timestamps.

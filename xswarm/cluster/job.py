@@ -9,8 +9,11 @@
    (left by a killed run; nobody else writes there while we hold the lock) and
    reads the to-do files' durations from their headers (for batching and the ETA).
 3. Starts a local Ray runtime (``address`` None) or joins a cluster, and creates
-   the workers: Ray actors of :class:`~xswarm.cluster.worker.TranscribeWorker`,
-   one CPU each by default, spread over the nodes. Each loads the model once;
+   the workers: Ray actors of :class:`~xswarm.cluster.worker.TranscribeWorker`.
+   Default count: one per CPU of the cluster for sphinx-en (it decodes on one
+   core), one per node for Kyutai models (MLX uses every core of a node, and
+   each copy of the weights weighs GBs); ``--workers N`` spreads N over the
+   nodes, sharing CPUs if N exceeds them. Each loads the model once;
    a worker is fed as soon as it is loaded (no barrier), with up to
    :data:`TASKS_PER_WORKER` batches queued so it never waits for the driver.
 4. Batches are the to-do files sorted longest first, cut into groups of the
@@ -66,7 +69,7 @@ class ClusterOptions:
 
     output_dir: Path
     address: str | None = None  # None: a new local Ray runtime; "auto", "ray://h:p", "h:p"
-    workers: int | None = None  # None: one per CPU of the cluster
+    workers: int | None = None  # None: one per CPU (sphinx-en) or one per node (Kyutai)
     model: str | None = None  # None: as locally (first cached Kyutai STT model, else sphinx-en)
     format: str = "jsonl"
     words: bool = False
@@ -180,8 +183,9 @@ def run_job(
     """Transcribe ``inputs`` on Ray into ``options.output_dir``; see the module docstring.
 
     Failed files are reported through ``progress.message`` and counted in the
-    summary (the caller decides the exit code). Raises :class:`UsageError` for
-    a bad address or a job already running on the directory,
+    summary (the caller decides the exit code). If the caller already called
+    ``ray.init``, that session is used (``address`` is ignored) and left running.
+    Raises :class:`UsageError` for a bad address or a job already running on the directory,
     :class:`XswarmError` when Ray is missing, the cluster cannot be joined or
     no worker can load the model, and ``KeyboardInterrupt`` /
     :class:`Interrupted` after a clean shutdown.
@@ -236,17 +240,19 @@ def run_job(
             "model": model, "address": options.address or "local",
         })
         event = "interrupted"
+        owned = not ray.is_initialized()  # a caller's own Ray session is used, and left up
         try:
             if to_do:
                 with _sigterm_raises():
-                    _connect(ray, options)
+                    if owned:
+                        _connect(ray, options)
                     _schedule(ray, to_do, durations, spec, options, manifest, run, summary,
                               progress)
             event = "end"
         finally:
             progress.clear()
             with contextlib.suppress(Exception):
-                if ray.is_initialized():
+                if owned and ray.is_initialized():
                     ray.shutdown()
             manifest.append({
                 "type": "job", "event": event, "run": run, "time": utc_now(),
@@ -268,6 +274,8 @@ def _schedule(
     summary: JobSummary,
     progress: ProgressLine,
 ) -> None:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     from xswarm.stt.sphinx import NAME as SPHINX
 
     output_dir = Path(spec.output_dir)
@@ -278,11 +286,16 @@ def _schedule(
     )
     tally = _Tally(to_do=len(to_do), remaining_audio=sum(durations.values()))
     cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1.0)))
-    count = options.workers or int(cpus)
+    nodes = [node["NodeID"] for node in ray.nodes()
+             if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) > 0]
+    # sphinx-en decodes on one core: a worker per CPU. Kyutai's MLX model uses every
+    # core of a node and weighs GBs: a worker per node.
+    per_node = options.workers is None and spec.model != SPHINX and bool(nodes)
+    count = options.workers or (len(nodes) if per_node else int(cpus))
+    homes = list(nodes) if per_node else []
     # More workers than CPUs was asked for: share the CPUs so every actor can be placed.
-    actor_class = ray.remote(TranscribeWorker).options(
-        num_cpus=min(1.0, cpus / count), scheduling_strategy="SPREAD", max_restarts=0
-    )
+    actor_class = ray.remote(TranscribeWorker)
+    placement = {"num_cpus": min(1.0, cpus / count), "max_restarts": 0}
     actors: list[Any] = []
     loads: dict[Any, Any] = {}
     running: dict[Any, tuple[Any, _Batch]] = {}
@@ -290,7 +303,10 @@ def _schedule(
     ready = 0
 
     def start_worker() -> None:
-        actor = actor_class.remote(spec)
+        strategy: Any = "SPREAD"
+        if homes:  # the first workers of a one-per-node job: each pinned to its node
+            strategy = NodeAffinitySchedulingStrategy(homes.pop(), soft=True)
+        actor = actor_class.options(**placement, scheduling_strategy=strategy).remote(spec)
         actors.append(actor)
         loads[actor.load.remote()] = actor
 
