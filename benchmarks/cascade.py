@@ -109,13 +109,14 @@ def run_session(
     name: str | None = None,
     *,
     fast: bool = True,
+    reply: str = REPLY,
 ) -> dict[str, Any]:
     import trio
 
     from tests.llm_server import Script
     from xswarm.talk import TalkConfig, TalkIO, TalkParts, run_talk
 
-    server.default = Script(text=REPLY)
+    server.default = Script(text=reply)
     config = TalkConfig(
         persona="sage",
         mode="cascade",
@@ -204,6 +205,7 @@ def main() -> None:
                     "random-tts-1.6b",
                     factory=big_factory(7),
                     name="stt-1b-random+test-model+random-tts-1.6b",
+                    reply="Yes.",  # one word: each frame of the answer costs seconds here
                 )
     tiny = result["configs"]["tiny-random"]["overhead_ms"]["p50"]
     result["tiny_overhead_under_50_ms"] = tiny is not None and tiny < 50
