@@ -15,6 +15,9 @@ DESIGN.md's graph, built here from a :class:`TalkConfig`::
 - The *sink* is the speaker actor (a jitter buffer that plays silence on
   underrun) or an aligned file writer.
 - The *logger* (:mod:`xswarm.log`) prints the transcript and the status line.
+- In cascade mode (``--mode cascade`` or the persona's ``mode``), the
+  inference actor is :mod:`xswarm.cascade`'s: STT -> a text LLM -> TTS on the
+  same MLX thread, with the same channels, files and logger.
 - The *persona* (:mod:`xswarm.personas`) names the speaker and its colour,
   gives its sampling and its default model, and its greeting is forced into
   Moshi's text stream so the assistant speaks first.
