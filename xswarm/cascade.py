@@ -478,8 +478,16 @@ def plan_cascade(
         )
     if url and not in_process:
         chat_endpoint(url)  # a malformed URL is a usage error now, not an apology later
-    stt = check_model(config.stt_model or persona.stt_model or DEFAULT_STT, "stt", "--stt-model")
-    tts = check_model(config.tts_model or persona.tts_model or DEFAULT_TTS, "tts", "--tts-model")
+    stt = check_model(
+        config.stt_model or persona.stt_model or DEFAULT_STT,
+        "stt",
+        "--stt-model" if config.stt_model else f"persona {persona.name!r}: voice.stt",
+    )
+    tts = check_model(
+        config.tts_model or persona.tts_model or DEFAULT_TTS,
+        "tts",
+        "--tts-model" if config.tts_model else f"persona {persona.name!r}: voice.tts_model",
+    )
     llm = LlmConfig(url=url or "", model=llm_model, api_key=api_key_from_env())
     if config.llm_timeout is not None:
         from dataclasses import replace
