@@ -220,6 +220,10 @@ async def test_an_answer_cut_before_it_was_heard_carries_the_question_over(
     assert turns[1]["user"] == "what time"  # both parts of the question, together
     assert llm_server.chat_requests[-1].messages[-1] == {"role": "user", "content": "what time"}
     assert [m["role"] for m in llm_server.chat_requests[-1].messages] == ["system", "user"]
+    # The first answer's stream was cancelled before its first word: the client hung up.
+    first_request = llm_server.chat_requests[0]
+    assert first_request.finished.wait(5) and first_request.client_closed
+    assert first_request.chunks == []
 
 
 async def test_nothing_heard_asks_nothing(
