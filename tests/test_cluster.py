@@ -395,3 +395,35 @@ def _processes_naming(directory: Path) -> list[int]:
             if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes():
                 found.append(int(entry.name))
     return found
+
+
+def test_ctrl_c_stops_cleanly_and_the_manifest_says_so(
+    cluster: Cluster, corpus, reference, tmp_path: Path
+) -> None:
+    root, arguments, _ = corpus
+    out = tmp_path / "out"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "xswarm", "transcribe", "--ray-address", cluster.gcs_address,
+         "--model", "sphinx-en", "--workers", "1", "-o", str(out), *arguments],
+        cwd=root, env=cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        # a shell's background job inherits SIGINT ignored: give the command Ctrl-C back
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while sum(line["status"] == "done" for line in _file_lines(out)) < 3:
+            assert driver.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        driver.send_signal(signal.SIGINT)
+        _, stderr = driver.communicate(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr.strip().splitlines()[-1]
+    lines = manifest_lines(out)  # every line whole, the last one says what happened
+    assert lines[-1]["type"] == "job" and lines[-1]["event"] == "interrupted"
+    done = [line for line in lines if line["type"] == "file" and line["status"] == "done"]
+    assert lines[-1]["done"] == len(done) >= 3
+    for line in done:
+        assert (out / line["output"]).read_bytes() == reference[line["output"]]

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from xswarm.cli._app import app, command_errors, env, error_line, warning_line
-from xswarm.errors import ExitCode, UsageError, XswarmError
+from xswarm.errors import ExitCode, Interrupted, UsageError, XswarmError
 
 EXAMPLES = """
 Examples:
@@ -172,7 +172,14 @@ def _transcribe_on_ray(
     )
     found = expand_inputs(inputs)
     progress = ProgressLine(env.stderr, live=env.stderr_isatty, report=error_line)
-    summary = run_job(found, options, progress=progress, note=warning_line)
+    try:
+        summary = run_job(found, options, progress=progress, note=warning_line)
+    except (KeyboardInterrupt, Interrupted):
+        warning_line(
+            f"stopped; every output in {output_dir} is complete: "
+            "run the same command again to resume"
+        )
+        raise
     if summary.failed:
         error_line(summary.line())
         raise typer.Exit(int(ExitCode.USAGE))

@@ -243,11 +243,11 @@ def run_job(
         owned = not ray.is_initialized()  # a caller's own Ray session is used, and left up
         try:
             if to_do:
-                with _sigterm_raises():
-                    if owned:
-                        _connect(ray, options)
+                if owned:
+                    _connect(ray, options)
+                with _Terminate().installed() as terminate:  # after ray.init, which sets its own
                     _schedule(ray, to_do, durations, spec, options, manifest, run, summary,
-                              progress)
+                              progress, terminate)
             event = "end"
         finally:
             progress.clear()
@@ -273,6 +273,7 @@ def _schedule(
     run: str,
     summary: JobSummary,
     progress: ProgressLine,
+    terminate: _Terminate,
 ) -> None:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -346,6 +347,7 @@ def _schedule(
                 raise XswarmError(first.error or "no worker could load the model",
                                   exit_code=ExitCode(first.exit_code or 1))
             done, _ = ray.wait([*loads, *running], num_returns=1, timeout=WAIT_SECONDS)
+            terminate.check()
             for ref in done:
                 if ref in loads:
                     actor = loads.pop(ref)
@@ -461,22 +463,35 @@ def _locked(path: Path) -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM ends the job like Ctrl-C (clean shutdown), as :class:`Interrupted`."""
+class _Terminate:
+    """SIGTERM ends the job like Ctrl-C (clean shutdown), as :class:`Interrupted`.
 
-    def handler(signum: int, _frame: object) -> None:
-        raise Interrupted(signum)
+    The handler only notes the signal; the driver's loop calls :meth:`check`
+    after each wait (at most :data:`WAIT_SECONDS`). Raising from the handler
+    itself would surface inside Ray's Cython ``wait`` as a ``SystemError``.
+    """
 
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_Terminate]:
+        def handler(signum: int, _frame: object) -> None:
+            self.signum = signum
+
+        try:
+            previous = signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _import_ray() -> Any:
