@@ -397,20 +397,3 @@ def test_bad_cascade_options_are_one_line_and_exit_2(
     assert message in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert not list(read_sessions())  # nothing was started, nothing saved
-
-
-async def test_an_in_process_mlx_llm_shares_the_one_mlx_thread(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    tiny_random_stt: object,
-    tiny_random_tts: object,
-) -> None:
-    from tests.tiny_llm import make_tiny_chat_model
-
-    model = make_tiny_chat_model(tmp_path / "chat")
-    speech(tmp_path, (QUESTION, 1.0))
-    run = await talk(tmp_path, monkeypatch, "", llm_model=f"mlx:{model}", llm_timeout=30.0)
-    (turn,) = run.turns
-    assert turn["end"] == "done" and turn["error"] is None, run.stderr
-    assert turn["llm_first_token_ms"] is not None
-    assert run.summary["llm_errors"] == 0
