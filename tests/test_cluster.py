@@ -319,10 +319,27 @@ def test_driver_killed_midway_then_rerun_completes_without_redoing(
     for name in survivors:  # whatever is in place is complete
         assert (out / name).read_bytes() == reference[name]
 
-    again = subprocess.run(
+    # the rerun, on both nodes; one of its workers is killed midway (a lost machine)
+    rerun = subprocess.Popen(
         [*command[:command.index("--workers")], *command[command.index("--workers") + 2:]],
-        cwd=root, env=cluster.env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
-    assert again.returncode == 2, again.stderr
+        cwd=root, env=cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while True:
+            fresh = [line for line in _file_lines(out)[len(first):] if line["status"] == "done"]
+            if len(fresh) >= 2:
+                break
+            assert rerun.poll() is None and time.monotonic() < deadline, "no progress"
+            time.sleep(0.05)
+        victim = int(fresh[0]["worker"].rsplit(":", 1)[1])
+        os.kill(victim, signal.SIGKILL)
+        _, stderr = rerun.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if rerun.poll() is None:
+            rerun.kill()
+    assert rerun.returncode == 2, stderr  # the bad files only
+    assert "4 failed: " in stderr.strip().splitlines()[-1]
+    assert f"xswarm: warning: worker {fresh[0]['worker']} died" in stderr
     assert outputs(out) == reference  # every output complete and valid
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temp left
     for name, identity in survivors.items():  # nothing in place was written again

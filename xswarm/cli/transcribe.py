@@ -171,7 +171,9 @@ def _transcribe_on_ray(
         format=fmt or "jsonl", words=words, batch_size=batch_size,
     )
     found = expand_inputs(inputs)
-    progress = ProgressLine(env.stderr, live=env.stderr_isatty, report=error_line)
+    progress = ProgressLine(
+        env.stderr, live=env.stderr_isatty, report=error_line, warn=warning_line
+    )
     try:
         summary = run_job(found, options, progress=progress, note=warning_line)
     except (KeyboardInterrupt, Interrupted):

@@ -24,8 +24,8 @@
 
 A worker that dies (crash, out of memory, lost node) is replaced; of its
 batch, files whose output is in place are recorded as done, the others are
-retried one file per batch, and a file that kills a worker on its own fails
-with that reason. The job itself fails only if no worker can load the model.
+retried once, one file per batch, and a file whose retry kills a worker too
+fails with that reason. The job itself fails only if no worker can load the model.
 
 Ctrl-C (or SIGTERM): the workers are killed, the Ray runtime is shut down,
 the manifest gets an ``interrupted`` line, and ``KeyboardInterrupt`` (or
@@ -114,10 +114,18 @@ class ProgressLine:
     :data:`QUIET_PROGRESS_SECONDS`. :meth:`message` prints a line above it.
     """
 
-    def __init__(self, stream: TextIO, *, live: bool, report: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        live: bool,
+        report: Callable[[str], None],
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
         self._stream = stream
         self._live = live
         self._report = report
+        self._warn = warn or report
         self._shown = False
         self._last = -math.inf
 
@@ -133,8 +141,14 @@ class ProgressLine:
             self._last = now
 
     def message(self, text: str) -> None:
+        """An error line (a failed file) above the progress line."""
         self.clear()
         self._report(text)
+
+    def warning(self, text: str) -> None:
+        """A warning line (a lost worker) above the progress line."""
+        self.clear()
+        self._warn(text)
 
     def clear(self) -> None:
         if self._shown:
@@ -301,6 +315,7 @@ def _schedule(
     loads: dict[Any, Any] = {}
     running: dict[Any, tuple[Any, _Batch]] = {}
     load_errors: list[WorkerReady] = []
+    names: dict[Any, str] = {}  # actor -> host:pid, once loaded
     ready = 0
 
     def start_worker() -> None:
@@ -356,6 +371,7 @@ def _schedule(
                         load_errors.append(answer)
                         continue
                     ready += 1
+                    names[actor] = answer.worker
                     summary.workers = max(summary.workers, ready)
                     summary.model = answer.model
                     if tally.started is None:
@@ -371,6 +387,11 @@ def _schedule(
                           output_name_of, summary)
                     if isinstance(error, ray.exceptions.RayActorError):
                         ready -= 1
+                        _remove_temporaries(output_dir, names.get(actor, ""))
+                        progress.warning(
+                            f"worker {names.get(actor, '?')} died ({_first_line(error)}); "
+                            "its files go to the other workers, and a new worker starts"
+                        )
                         with contextlib.suppress(Exception):
                             ray.kill(actor)
                         start_worker()
@@ -387,7 +408,7 @@ def _schedule(
             with contextlib.suppress(Exception):
                 ray.kill(actor)
     if load_errors and summary.workers < count:
-        progress.message(
+        progress.warning(
             f"{len(load_errors)} worker(s) could not load the model: {load_errors[0].error}"
         )
     progress.show(tally.text(ready), force=True)
@@ -414,10 +435,20 @@ def _lost(
     for item in batch.files:
         if (output_dir / output_name_of(item.name)).exists():
             record(FileResult(item.name, "done", durations.get(item.name), 0.0, None, "lost"))
-        elif len(batch.files) > 1 and batch.attempt == 1:
+        elif batch.attempt == 1:  # once more, alone, on another worker
             queue.append(_Batch((item,), attempt=2))
         else:
             record(FileResult(item.name, "failed", None, 0.0, f"{item.name}: {reason}", "lost"))
+
+
+def _remove_temporaries(output_dir: Path, worker: str) -> None:
+    """Remove the temporary outputs a dead worker (``host:pid``) left behind."""
+    host, _, pid = worker.rpartition(":")
+    if not host:
+        return
+    for stale in output_dir.glob(f".*.{glob.escape(host)}-{pid}.partial"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
 
 
 def _get_ready(ray: Any, ref: Any) -> WorkerReady:
