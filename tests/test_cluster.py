@@ -58,6 +58,8 @@ def _ray_env(tmp: Path, token: str) -> dict[str, str]:
         RAY_AUTH_TOKEN=token,
         RAY_USAGE_STATS_ENABLED="0",
         RAY_TMPDIR=str(tmp),  # a local runtime (no --ray-address) keeps its files here too
+        XSWARM_HOME=str(tmp / "home"),  # module-scoped: conftest's per-test home is not set yet
+        HF_HUB_OFFLINE="1",
     )
     env.pop("RAY_ADDRESS", None)
     return env
@@ -222,8 +224,9 @@ def reference(corpus, tmp_path_factory: pytest.TempPathFactory) -> dict[str, byt
     """The local run's outputs (name -> bytes): ``xswarm transcribe --output-dir``, no Ray."""
     root, _, names = corpus
     out = tmp_path_factory.mktemp("local")
+    home = tmp_path_factory.mktemp("home")
     result = xswarm("transcribe", "--model", "sphinx-en", "-o", str(out), *names, cwd=root,
-                    env=dict(os.environ))
+                    env=dict(os.environ, XSWARM_HOME=str(home), HF_HUB_OFFLINE="1"))
     assert result.returncode == 2, result.stderr  # the bad files
     for name, reason in BAD_FILES.items():
         assert f"talks/bad/{name}: {reason}" in result.stderr
@@ -444,3 +447,18 @@ def test_ctrl_c_stops_cleanly_and_the_manifest_says_so(
     assert lines[-1]["done"] == len(done) >= 3
     for line in done:
         assert (out / line["output"]).read_bytes() == reference[line["output"]]
+
+
+def test_a_model_no_worker_can_load_fails_the_job_in_one_line(
+    cluster: Cluster, corpus, tmp_path: Path
+) -> None:
+    root, _, names = corpus
+    out = tmp_path / "out"
+    result = xswarm("transcribe", "--ray-address", cluster.gcs_address, "--model",
+                    "no-such-model", "-o", str(out), names[0], cwd=root, env=cluster.env)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("xswarm: error: ") and "no-such-model" in last, result.stderr
+    end = manifest_lines(out)[-1]
+    assert end["event"] == "failed" and "no-such-model" in end["error"]
+    assert outputs(out) == {}

@@ -253,7 +253,7 @@ def run_job(
             "inputs": len(inputs), "to_do": len(to_do), "skipped": summary.skipped,
             "model": model, "address": options.address or "local",
         })
-        event = "interrupted"
+        event, error = "interrupted", None
         owned = not ray.is_initialized()  # a caller's own Ray session is used, and left up
         try:
             if to_do:
@@ -263,6 +263,10 @@ def run_job(
                     _schedule(ray, to_do, durations, spec, options, manifest, run, summary,
                               progress, terminate)
             event = "end"
+        except XswarmError as failure:
+            if not isinstance(failure, Interrupted):
+                event, error = "failed", failure.message
+            raise
         finally:
             progress.clear()
             with contextlib.suppress(Exception):
@@ -273,6 +277,7 @@ def run_job(
                 "done": summary.done, "failed": len(summary.failed), "skipped": summary.skipped,
                 "audio_seconds": round(summary.audio_seconds, 3),
                 "wall_seconds": round(summary.wall_seconds, 3), "workers": summary.workers,
+                "error": error,
             })
     return summary
 

@@ -14,9 +14,10 @@ Lines (each has a ``type``; readers skip types and fields they do not know):
   (its output already existed: done by an earlier run). ``duration`` is seconds
   of audio, ``seconds`` the wall time a worker spent on it, ``worker`` is
   ``host:pid``, ``time`` UTC ISO 8601, ``run`` the id of the run.
-- ``{"type": "job", "event": "start"|"end"|"interrupted", "run", "time", ...}``:
-  a run's start (inputs, to do, workers, model, address) and its end (counts,
-  audio seconds, wall seconds).
+- ``{"type": "job", "event": "start"|"end"|"interrupted"|"failed", "run", "time", ...}``:
+  a run's start (inputs, to do, skipped, model, address) and its end (counts,
+  audio seconds, wall seconds, workers, and ``error`` when the job itself failed:
+  no cluster, no worker could load the model).
 
 The truth of "done" is the output file itself (renamed into place only when
 complete): a file done by a run that was killed before it could record it

@@ -23,11 +23,15 @@ import io
 import os
 import socket
 import time
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from xswarm.cluster.inputs import InputFile
 from xswarm.errors import XswarmError
+
+if TYPE_CHECKING:
+    from xswarm.audio.files import AudioSource
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +125,7 @@ class TranscribeWorker:
             raise RuntimeError("TranscribeWorker.transcribe before a successful load()")
         spec = self._spec
         options = TranscribeOptions(
-            format=spec.format, words=spec.words, output_dir=_path(spec.output_dir), fsync=True
+            format=spec.format, words=spec.words, output_dir=Path(spec.output_dir), fsync=True
         )
         results: dict[str, FileResult] = {}
         mark = time.monotonic()
@@ -160,13 +164,7 @@ class TranscribeWorker:
             mlx.close()  # type: ignore[attr-defined]
 
 
-def _path(text: str) -> os.PathLike[str]:
-    from pathlib import Path
-
-    return Path(text)
-
-
-def _opener(inputs: Sequence[InputFile]):  # type: ignore[no-untyped-def]
+def _opener(inputs: Sequence[InputFile]) -> Callable[[str], AudioSource]:
     """Open a batch member by its name: as named where the name resolves to the same file
     (the node shares the driver's working directory), else by its absolute path, with the
     name kept for the transcript's ``file`` field."""
@@ -174,7 +172,7 @@ def _opener(inputs: Sequence[InputFile]):  # type: ignore[no-untyped-def]
 
     paths = {item.name: item.path for item in inputs}
 
-    def open_named(name: str):  # type: ignore[no-untyped-def]
+    def open_named(name: str) -> AudioSource:
         path = paths[name]
         if os.path.abspath(name) == path:
             return open_source(name)
