@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -319,3 +320,19 @@ async def test_what_the_user_says_is_remembered_and_told_to_the_llm_next_time(
         "turn",
         "turn_end",
     ]
+
+
+async def test_in_real_time_the_answer_after_the_input_ends_is_paced_too(
+    tmp_path: Path, tutor: str, llm_server: LlmServer
+) -> None:
+    # The input file ends before the answer is said: the silence fed after it (the drain)
+    # must keep the wall clock's pace, or a speaker gets the answer faster than it plays.
+    speech_file(tmp_path / "in.wav", [(0.2, 0.8)], 1.6)
+    llm_server.push(Script(text=" ".join(f"w{i}" for i in range(16))))
+    t0 = time.monotonic()
+    summary, lines, err, _ = await run(tmp_path, llm_server, words=["go"], fast=False)
+    wall = time.monotonic() - t0
+    (turn,) = [t for t in lines if t["type"] == "turn"]
+    assert turn["end"] == "done", err
+    assert summary["duration"] > 1.6 + 8 * FRAME_SECONDS  # the answer ran past the input
+    assert wall >= summary["duration"] - 2 * FRAME_SECONDS, (wall, summary["duration"])

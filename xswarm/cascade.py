@@ -667,8 +667,9 @@ class _Cascade:
                 on_done()
                 stopped = True
                 break
-        # The input ended: feed silence until the last turn is answered and said.
-        t_next = time.monotonic()
+        # The input ended: feed silence until the last turn is answered and said. Paced on
+        # Trio's clock (sleep_until takes its time, not time.monotonic(), which it offsets).
+        t_next = trio.current_time()
         for _ in range(0 if stopped else round(DRAIN_LIMIT_SECONDS / FRAME_SECONDS)):
             if not self._busy():
                 break
