@@ -90,10 +90,11 @@ async def run(
     words: list[str],
     persona: str = "tutor",
     tts: FakeTts | None = None,
+    stt: FakeStt | None = None,
     **config: Any,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], str, FakeTts]:
     tts = tts or FakeTts()
-    stt = FakeStt(words)
+    stt = stt or FakeStt(words)
     cfg = TalkConfig(
         persona=persona,
         mode="cascade",
@@ -336,3 +337,25 @@ async def test_in_real_time_the_answer_after_the_input_ends_is_paced_too(
     assert turn["end"] == "done", err
     assert summary["duration"] > 1.6 + 8 * FRAME_SECONDS  # the answer ran past the input
     assert wall >= summary["duration"] - 2 * FRAME_SECONDS, (wall, summary["duration"])
+
+
+class SlowStt(FakeStt):
+    """An STT whose every step takes 250 ms: three times slower than real time."""
+
+    def feed(self, pcm: np.ndarray) -> Any:
+        time.sleep(0.25)
+        return super().feed(pcm)
+
+
+async def test_too_slow_models_are_named_by_the_cascade_options(
+    tmp_path: Path, tutor: str, llm_server: LlmServer
+) -> None:
+    # Cascade mode has no --model: the warning must point at the options that apply.
+    speech_file(tmp_path / "in.wav", [], 1.0)
+    _, lines, _, _ = await run(
+        tmp_path, llm_server, words=[], stt=SlowStt([]), fast=False, duration=0.8
+    )
+    (warning,) = [line for line in lines if line.get("status") == "warning"]
+    assert "slower than real time" in warning["message"]
+    assert "--stt-model" in warning["message"] and "--tts-model" in warning["message"]
+    assert "--model," not in warning["message"]

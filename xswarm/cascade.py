@@ -373,6 +373,14 @@ class CascadePlan:
     stats: CascadeStats = field(default_factory=CascadeStats)
     pushes: list[tuple[float, int, str]] = field(default_factory=list)  # (time, turn, text) to TTS
 
+    @property
+    def slow_hint(self) -> str:
+        """The fix the "slower than real time" warning suggests: the cascade's own models."""
+        return (
+            f"use smaller models (--stt-model, now {self.stt_model}: e.g. sphinx-en; "
+            f"--tts-model, now {self.tts_model}; see xswarm models list)"
+        )
+
     def summary(self) -> dict[str, Any]:
         return {
             "mode": "cascade",

@@ -75,6 +75,7 @@ STATUS_REFRESH_SECONDS: Final = 0.07  # s: about once per frame live, not 50x/s 
 SLOW_WARNING_FRAMES: Final = 12  # ~1 s of steps measured before judging real-time speed
 SLOW_EARLY_FRAMES: Final = 3  # steps enough to call a model twice too slow
 SLOW_FACTOR: Final = 1.0  # warn when the median step exceeds one frame's duration
+SLOW_HINT: Final = "use a smaller or more quantised model (--model, see xswarm models list)"
 SENTENCE_END: Final = (".", "?", "!")
 BYTE_PIECES: Final = re.compile(r"(?:<0x[0-9A-Fa-f]{2}>)+")  # SentencePiece's byte fallback
 WORD_CLOSE_PADS: Final = 3  # padding steps (240 ms) after a piece that end the word being built
@@ -379,6 +380,7 @@ class LogOptions:
     speaker_label: str = "moshi"  # the name shown before the assistant's words
     speaker_color: str = BOLD + CYAN  # the persona's colour, an ANSI SGR sequence
     user_label: str = USER_LABEL  # the name shown before the user's words (cascade)
+    slow_hint: str = SLOW_HINT  # the fix the "slower than real time" warning suggests
 
 
 class SessionOutput:
@@ -584,8 +586,7 @@ class SessionOutput:
                     "warning",
                     f"inference is slower than real time: a step takes {median * 1000:.0f} ms "
                     f"for a {FRAME_SECONDS * 1000:.0f} ms frame, so audio is dropped and silence "
-                    "played; use a smaller or more quantised model (--model, see xswarm "
-                    "models list) or a faster machine",
+                    f"played; {self.options.slow_hint} or a faster machine",
                     {
                         "step_ms": round(median * 1000, 1),
                         "frame_ms": round(FRAME_SECONDS * 1000, 1),

@@ -781,6 +781,7 @@ async def run_talk(
                 realtime=config.realtime,
                 speaker_label=persona.label,
                 speaker_color=persona.sgr(io.color),
+                **({"slow_hint": cascade.slow_hint} if cascade is not None else {}),
             ),
             display,
             io.stderr,
