@@ -99,7 +99,7 @@ async def run(
         persona=persona,
         mode="cascade",
         input_path=str(tmp_path / "in.wav"),
-        output_path=str(tmp_path / "out.wav"),
+        output_path=config.pop("output_path", str(tmp_path / "out.wav")),
         fast=config.pop("fast", True),
         json=True,
         llm_url=server.url,
@@ -359,3 +359,53 @@ async def test_too_slow_models_are_named_by_the_cascade_options(
     assert "slower than real time" in warning["message"]
     assert "--stt-model" in warning["message"] and "--tts-model" in warning["message"]
     assert "--model," not in warning["message"]
+
+
+async def test_barge_in_on_a_speaker_does_not_count_the_words_its_buffer_never_played(
+    tmp_path: Path, tutor: str, llm_server: LlmServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sound card's jitter buffer holds frames the sink has taken but nobody heard yet;
+    # a barge-in clears them, so their words were not said.
+    import xswarm.talk
+    from xswarm.audio.jitter import JitterBuffer
+
+    played: list[np.ndarray] = []
+    cleared: list[int] = []
+
+    class Buffer(JitterBuffer):
+        def clear(self) -> int:
+            cleared.append(super().clear())
+            return cleared[-1]
+
+    def speaker_sink(config: TalkConfig, extra: dict[str, Any]) -> Callable[..., Any]:
+        buffer = Buffer(prefill=xswarm.talk.JITTER_PREFILL)
+        extra["playback"] = buffer
+
+        async def speaker(frames: Any) -> None:
+            # The card plays one frame per frame received, once its prefill is reached.
+            out = np.zeros(FRAME_SAMPLES, np.float32)
+            with frames:
+                async for frame in frames:
+                    buffer.push(frame.pcm)
+                    if buffer.stats().started:
+                        buffer.pull_into(out)
+                        played.append(out.copy())
+            while buffer.depth:
+                buffer.pull_into(out)
+                played.append(out.copy())
+
+        return speaker
+
+    monkeypatch.setattr(xswarm.talk, "_speaker_sink", speaker_sink)
+    speech_file(tmp_path / "in.wav", [(0.4, 1.2), (3.2, 4.0)], 6.0)
+    llm_server.push(Script(text=" ".join(f"w{i}" for i in range(40))), Script(text="Fine."))
+    _, lines, err, _ = await run(
+        tmp_path, llm_server, words=["why", "stop"], fast=False, output_path=None
+    )
+    first, second = [t for t in lines if t["type"] == "turn"]
+    assert first["end"] == "interrupted" and second["assistant"] == "Fine.", err
+    assert cleared and cleared[0] >= FRAME_SAMPLES  # the barge-in found unplayed frames
+    heard = sum(1 for pcm in played if np.abs(pcm).max() > TTS_LEVEL / 2)  # frames with a word
+    said = [w for w in lines if w["type"] == "word" and w["speaker"] == "assistant"]
+    assert len(said) == heard
+    assert len(first["assistant"].split()) == heard - 1  # "Fine." is the other one

@@ -106,8 +106,9 @@ def test_fills_every_channel_of_a_2d_block() -> None:
 def test_clear_drops_and_counts() -> None:
     buffer = JitterBuffer(prefill=0)
     buffer.push(ramp(0, 500))
-    buffer.clear()
+    assert buffer.clear() == 500  # what was never played
     assert buffer.stats().dropped == 500 and buffer.depth == 0
+    assert buffer.clear() == 0
 
 
 def test_bad_sizes_are_refused() -> None:

@@ -39,8 +39,9 @@ A turn, as the cascade actor sees it:
 5. The TTS is stepped once per input frame (a few steps per frame while it
    has no audio yet, to make up its text-to-audio delay); its frames go to
    the sink in place of silence. A word is "said" once the frame its audio
-   starts in has left for the sink; only said words reach the transcript and
-   the history (``speaker: "assistant"``).
+   starts in has left for the sink and, on a speaker, begun to play (not
+   still waiting in its jitter buffer); only said words reach the transcript
+   and the history (``speaker: "assistant"``).
 6. A ``{"type": "turn"}`` report closes the exchange, with per-stage timings.
 
 Barge-in: when the user speaks (:data:`BARGE_IN_FRAMES` frames of speech)
@@ -134,6 +135,20 @@ class TtsFrameLike(Protocol):
 
     @property
     def words(self) -> tuple[str, ...]: ...
+
+
+class PlaybackLike(Protocol):
+    """The speaker's jitter buffer (:class:`xswarm.audio.jitter.JitterBuffer`): the frames
+    the sink took are played from it on the sound card's clock."""
+
+    @property
+    def depth(self) -> int:
+        """Samples queued, not yet played."""
+        ...
+
+    def clear(self) -> int:
+        """Drop what is queued (barge-in); returns the samples dropped."""
+        ...
 
 
 class TtsStreamLike(Protocol):
@@ -395,10 +410,10 @@ class CascadePlan:
     def actor(self, drain: Receiver[AudioFrame], extra: dict[str, Any]) -> Callable[..., Any]:
         """The inference actor for :func:`xswarm.talk.run_talk` (same arguments as
         :func:`xswarm.talk.inference_actor`). ``drain`` is a receiver clone of the
-        output channel (barge-in takes queued frames back); ``extra["flush_playback"]``,
-        when set, clears the speaker's jitter buffer."""
+        output channel (barge-in takes queued frames back); ``extra["playback"]``, when
+        set, is the speaker's jitter buffer (:class:`PlaybackLike`)."""
         return functools.partial(
-            cascade_actor, plan=self, drain=drain, flush_playback=extra.get("flush_playback")
+            cascade_actor, plan=self, drain=drain, playback=extra.get("playback")
         )
 
 
@@ -534,7 +549,7 @@ async def cascade_actor(
     task_status: Any = None,
     plan: CascadePlan,
     drain: Receiver[AudioFrame],
-    flush_playback: Callable[[], None] | None = None,
+    playback: PlaybackLike | None = None,
 ) -> None:
     """The cascade's inference actor: :func:`xswarm.talk.inference_actor`'s contract.
 
@@ -592,7 +607,7 @@ async def cascade_actor(
                     record=record,
                     realtime=realtime,
                     echo=echo,
-                    flush_playback=flush_playback,
+                    playback=playback,
                 )
                 try:
                     await cascade.run(frames, max_frames, stats, on_done)
@@ -617,7 +632,7 @@ class _Cascade:
         record: Sender[RecordFrame] | None,
         realtime: bool,
         echo: Echo | None,
-        flush_playback: Callable[[], None] | None,
+        playback: PlaybackLike | None,
     ) -> None:
         import numpy as np
 
@@ -635,7 +650,7 @@ class _Cascade:
         self.record = record
         self.realtime = realtime
         self.echo = echo
-        self.flush_playback = flush_playback
+        self.playback = playback
         self.detector = TurnDetector(has_vad=bool(getattr(engine.stt, "has_vad", False)))
         self.silence = np.zeros(FRAME_SAMPLES, dtype=np.float32)
         self.facts = remembered_facts(self.persona.name) if self.persona.memory else []
@@ -646,7 +661,8 @@ class _Cascade:
         self.unreported: list[Answer] = []  # answers whose turn report is still due, in order
         self.queued: collections.deque[_Queued] = collections.deque()
         self.sent = 0  # frames sent to the sink, less those taken back by a barge-in
-        self.taken_back = 0  # frames taken back from the channel (they count as received)
+        self.taken_back = 0  # frames sent but never played (taken back from the channel, or
+        # cleared from the speaker's buffer): the channel counts them as received
         self.turns = 0
         self.outbox: list[Any] = []  # events for the logger, sent by _send_outbox
 
@@ -922,20 +938,22 @@ class _Cascade:
         answer.scope.cancel("barge-in")
         answer.preroll_scope.cancel("barge-in")
         answer.ready = None
-        self._release()  # what the sink already took was played
-        taken = 0
+        taken = 0  # frames never played: still in the channel, or in the speaker's buffer
         with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
             while True:
                 self.drain.receive_nowait()
                 taken += 1
+        if self.playback is not None:
+            # The sink took these (the last ones it took) but the speaker never started
+            # them: a frame partly played keeps its words, so round down.
+            taken += self.playback.clear() // FRAME_SAMPLES
         self.taken_back += taken
         self.sent -= taken
+        self._release()  # what the sink took and began to play was said
         unplayed = [q for q in self.queued if q.seq > self.sent]
         for queued in unplayed:
             self.queued.remove(queued)
             queued.answer.unreleased -= 1
-        if self.flush_playback is not None:
-            self.flush_playback()
         await self.worker.run(self.engine.tts.cancel)
         self.plan.stats.interruptions += 1
         if not answer.said and answer.held is None and answer.user_text:
@@ -946,9 +964,12 @@ class _Cascade:
     # -- words said, and the turn report -----------------------------------------------------
 
     def _release(self, *, everything: bool = False) -> None:
-        """Words of the frames the sink has taken (or will, at the end): now they were said."""
+        """Words of the frames the sink has taken (or will, at the end) and, on a speaker,
+        begun to play: now they were said."""
         metrics = self.output.metrics
         left = metrics.received + metrics.dropped - self.taken_back
+        if self.playback is not None and not everything:
+            left -= self.playback.depth // FRAME_SAMPLES  # taken, but not begun to play
         while self.queued and (everything or self.queued[0].seq <= left):
             queued = self.queued.popleft()
             queued.answer.unreleased -= 1

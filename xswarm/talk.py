@@ -1051,7 +1051,7 @@ def _speaker_sink(config: TalkConfig, extra: dict[str, Any]) -> Callable[..., An
 
     extra["sink_stats"] = sink_stats
     extra["speaker_stats"] = stats
-    extra["flush_playback"] = buffer.clear  # barge-in (xswarm.cascade): drop what is queued
+    extra["playback"] = buffer  # xswarm.cascade: what is still unplayed, cleared at barge-in
     return functools.partial(_speaker, device=device.index, buffer=buffer, stats=stats, extra=extra)
 
 

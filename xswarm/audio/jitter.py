@@ -147,11 +147,17 @@ class JitterBuffer:
         with self._lock:
             self._ended = True
 
-    def clear(self) -> None:
-        """Drop everything queued (barge-in: the user interrupted); counted as dropped."""
+    def clear(self) -> int:
+        """Drop everything queued (barge-in: the user interrupted); counted as dropped.
+
+        Returns the samples dropped: never played (the caller may need to know what of
+        its audio was not heard).
+        """
         with self._lock:
-            self._dropped += self._depth
+            cleared = self._depth
+            self._dropped += cleared
             self._read, self._depth = 0, 0
+            return cleared
 
     @property
     def depth(self) -> int:
