@@ -137,3 +137,12 @@ def test_manifest_lines_are_whole_even_after_a_cut(tmp_path: Path) -> None:
         manifest.append({"type": "file", "file": "b.wav", "status": "done"})
     assert [r["file"] for r in read_records(path)] == ["a.wav", "b.wav"]
     assert path.read_text().endswith('"status": "done"}\n')
+
+
+def test_an_output_dir_that_cannot_be_created_is_one_line(speech: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a directory\n")
+    out = str(blocker / "out")
+    message = f"--output-dir {out}: cannot create it (Not a directory)"
+    check_error(["--ray", "--model", "sphinx-en", "-o", out, str(speech)], 2, message)
+    check_error(["--model", "sphinx-en", "-o", out, str(speech)], 2, message)  # the local run too

@@ -123,6 +123,25 @@ def check_options(paths: Sequence[str], options: TranscribeOptions) -> None:
         seen[name] = path
 
 
+def make_output_dir(path: Path) -> None:
+    """Create ``--output-dir`` (and its parents) if needed and check it can be written.
+
+    Raises :class:`UsageError` naming the directory when it cannot be created
+    (a parent is a file, a read-only or missing mount) or is not writable.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"--output-dir {path}: cannot create it ({error.strerror or error}); "
+            "choose a directory you can write to"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"--output-dir {path}: not writable; choose a directory you can write to"
+        )
+
+
 def output_name(path: str, fmt: str) -> str:
     """The ``--output-dir`` file name for input ``path``: its stem plus the format's suffix."""
     stem = STDIN_OUTPUT_STEM if path == "-" else Path(path).stem

@@ -101,6 +101,7 @@ def transcribe(
             RichProgress,
             TranscribeOptions,
             check_options,
+            make_output_dir,
             open_engine,
             probe_duration,
             transcribe_files,
@@ -114,6 +115,8 @@ def transcribe(
             format=chosen, words=words, output_dir=output_dir, realtime=realtime
         )
         check_options(files, options)
+        if output_dir is not None:
+            make_output_dir(output_dir)
 
         def report(error: XswarmError) -> None:
             error_line(error.message)

@@ -204,7 +204,13 @@ def run_job(
     no worker can load the model, and ``KeyboardInterrupt`` /
     :class:`Interrupted` after a clean shutdown.
     """
-    from xswarm.transcribe import TranscribeOptions, check_options, choose_model, output_name
+    from xswarm.transcribe import (
+        TranscribeOptions,
+        check_options,
+        choose_model,
+        make_output_dir,
+        output_name,
+    )
 
     names = [item.name for item in inputs]
     output_dir = options.output_dir.absolute()
@@ -216,7 +222,7 @@ def run_job(
     if options.address is not None:
         _check_reachable(options.address)  # before anything is written: a typo costs nothing
     model = choose_model(options.model, note=note)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(options.output_dir)
     manifest_path = output_dir / MANIFEST_NAME
     summary = JobSummary(inputs=len(inputs), model=model, manifest=manifest_path)
     with _locked(manifest_path), Manifest(manifest_path) as manifest:
