@@ -146,3 +146,14 @@ def test_an_output_dir_that_cannot_be_created_is_one_line(speech: Path, tmp_path
     message = f"--output-dir {out}: cannot create it (Not a directory)"
     check_error(["--ray", "--model", "sphinx-en", "-o", out, str(speech)], 2, message)
     check_error(["--model", "sphinx-en", "-o", out, str(speech)], 2, message)  # the local run too
+
+
+def test_no_more_workers_than_batches() -> None:
+    from xswarm.cluster.job import worker_count
+
+    assert worker_count(None, per_node=False, nodes=2, cpus=8.0, batches=100) == 8  # per CPU
+    assert worker_count(None, per_node=True, nodes=2, cpus=8.0, batches=100) == 2  # per node
+    assert worker_count(3, per_node=True, nodes=2, cpus=8.0, batches=100) == 3  # --workers
+    # a resumed job with one file left starts one worker, not a model load per CPU
+    assert worker_count(None, per_node=False, nodes=2, cpus=8.0, batches=1) == 1
+    assert worker_count(5, per_node=False, nodes=1, cpus=2.0, batches=3) == 3

@@ -317,7 +317,9 @@ def _schedule(
     # sphinx-en decodes on one core: a worker per CPU. Kyutai's MLX model uses every
     # core of a node and weighs GBs: a worker per node.
     per_node = options.workers is None and spec.model != SPHINX and bool(nodes)
-    count = options.workers or (len(nodes) if per_node else int(cpus))
+    count = worker_count(
+        options.workers, per_node=per_node, nodes=len(nodes), cpus=cpus, batches=len(queue)
+    )
     homes = list(nodes) if per_node else []
     # More workers than CPUs was asked for: share the CPUs so every actor can be placed.
     actor_class = ray.remote(TranscribeWorker)
@@ -423,6 +425,16 @@ def _schedule(
             f"{len(load_errors)} worker(s) could not load the model: {load_errors[0].error}"
         )
     progress.show(tally.text(ready), force=True)
+
+
+def worker_count(
+    requested: int | None, *, per_node: bool, nodes: int, cpus: float, batches: int
+) -> int:
+    """How many workers a job starts: ``requested`` (``--workers``), else one per node
+    (``per_node``) or one per CPU; never more than there are batches, since each worker
+    loads the model (GBs for Kyutai) and one without a batch would load it for nothing."""
+    count = requested or (nodes if per_node else int(cpus))
+    return max(1, min(count, batches))
 
 
 def _lost(
