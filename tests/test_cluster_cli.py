@@ -157,3 +157,21 @@ def test_no_more_workers_than_batches() -> None:
     # a resumed job with one file left starts one worker, not a model load per CPU
     assert worker_count(None, per_node=False, nodes=2, cpus=8.0, batches=1) == 1
     assert worker_count(5, per_node=False, nodes=1, cpus=2.0, batches=3) == 3
+
+
+def test_a_run_with_everything_done_starts_no_ray_and_logs_start_files_end(
+    speech: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "hello.jsonl").write_text("done by an earlier run\n")
+    result = run_xswarm("transcribe", "--ray", "--model", "sphinx-en", "-o", str(out), str(speech))
+    assert result.returncode == 0, result.stderr
+    assert "transcribed 0 of 1 files" in result.stderr and "1 already done" in result.stderr
+    lines = read_records(out / MANIFEST_NAME)
+    assert [(line["type"], line.get("event") or line.get("status")) for line in lines] == [
+        ("job", "start"), ("file", "skipped"), ("job", "end"),  # the start line comes first
+    ]
+    assert lines[0]["skipped"] == 1 and lines[0]["to_do"] == 0
+    assert {line["run"] for line in lines} == {lines[0]["run"]}
+    assert (out / "hello.jsonl").read_text() == "done by an earlier run\n"

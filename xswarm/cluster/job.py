@@ -236,6 +236,11 @@ def run_job(
         # a file done by a run killed before it could record it: its header's duration
         known.update(_durations([item for item in done_before if item.name not in known]))
         done_names = {item.name for item in done_before}
+        manifest.append({  # first: a run's file lines follow its start line
+            "type": "job", "event": "start", "run": run, "time": utc_now(),
+            "inputs": len(inputs), "to_do": len(inputs) - len(done_names),
+            "skipped": len(done_names), "model": model, "address": options.address or "local",
+        })
         for item in inputs:
             output = output_dir / output_name(item.name, options.format)
             if item.name in done_names:
@@ -254,11 +259,6 @@ def run_job(
             model=model, format=options.format, words=options.words,
             output_dir=str(output_dir), batch_size=options.batch_size, cwd=os.getcwd(),
         )
-        manifest.append({
-            "type": "job", "event": "start", "run": run, "time": utc_now(),
-            "inputs": len(inputs), "to_do": len(to_do), "skipped": summary.skipped,
-            "model": model, "address": options.address or "local",
-        })
         event, error = "interrupted", None
         owned = not ray.is_initialized()  # a caller's own Ray session is used, and left up
         try:
