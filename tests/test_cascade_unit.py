@@ -409,3 +409,16 @@ async def test_barge_in_on_a_speaker_does_not_count_the_words_its_buffer_never_p
     said = [w for w in lines if w["type"] == "word" and w["speaker"] == "assistant"]
     assert len(said) == heard
     assert len(first["assistant"].split()) == heard - 1  # "Fine." is the other one
+
+
+async def test_an_empty_answer_neither_hangs_a_fast_run_nor_is_said(
+    tmp_path: Path, tutor: str, llm_server: LlmServer
+) -> None:
+    # The LLM streams no text at all ("[DONE]" at once): nothing to say, and --fast,
+    # which waits for an answer's first audio, must go on with the next frames.
+    speech_file(tmp_path / "in.wav", [(0.4, 1.2), (2.4, 3.2)], 5.0)
+    llm_server.push(Script(text=""), Script(text="Now then."))
+    _, lines, err, _ = await run(tmp_path, llm_server, words=["hello", "again"])
+    first, second = [t for t in lines if t["type"] == "turn"]
+    assert first["user"] == "hello" and first["assistant"] == "" and first["end"] == "done", err
+    assert second["user"] == "again" and second["assistant"] == "Now then."

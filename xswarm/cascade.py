@@ -882,6 +882,8 @@ class _Cascade:
             await self.worker.run(self.engine.tts.end)
             answer.text_done = True
             answer.first_text.set()
+            if not answer.speakable:
+                answer.preroll_done.set()  # an empty answer: no pre-roll will ever run
 
     async def _push(self, answer: Answer, text: str) -> None:
         await self.worker.run(self.engine.tts.push, text)
