@@ -462,3 +462,19 @@ def test_a_model_no_worker_can_load_fails_the_job_in_one_line(
     end = manifest_lines(out)[-1]
     assert end["event"] == "failed" and "no-such-model" in end["error"]
     assert outputs(out) == {}
+
+
+def test_joining_a_token_cluster_without_the_token_says_so_in_one_line(
+    cluster: Cluster, corpus, tmp_path: Path
+) -> None:
+    root, _, names = corpus
+    env = {k: v for k, v in cluster.env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    env.update(HOME=str(tmp_path), RAY_gcs_server_port_wait_time_s="2")  # no ~/.ray/auth_token
+    result = xswarm("transcribe", "--ray-address", cluster.gcs_address, "--model", "sphinx-en",
+                    "-o", str(tmp_path / "out"), names[0], cwd=root, env=env)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr  # Ray's retry log lines are not shown
+    assert lines[0].startswith(f"xswarm: error: --ray-address {cluster.gcs_address}: could not "
+                               "join the Ray cluster"), lines[0]
+    assert "the cluster uses token authentication: run with RAY_AUTH_MODE=token" in lines[0]

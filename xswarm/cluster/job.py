@@ -55,6 +55,9 @@ from xswarm.cluster.worker import FileResult, JobSpec, TranscribeWorker, WorkerR
 from xswarm.errors import ExitCode, Interrupted, UsageError, XswarmError
 
 INSTALL_HINT: Final = "pip install 'xswarm[cluster]'"
+AUTH_HINT: Final = (  # Ray turns token auth on for `ray start --head` when ~/.ray/auth_token exists
+    "run with RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+)
 TASKS_PER_WORKER: Final = 2  # batches queued per actor: one running, one waiting (hides the hop)
 WAIT_SECONDS: Final = 0.5  # s, longest the driver waits for a result before redrawing progress
 QUIET_PROGRESS_SECONDS: Final = 10.0  # s between progress lines when stderr is not a terminal
@@ -607,13 +610,55 @@ def _connect(ray: Any, options: ClusterOptions) -> None:
             ) from None
         return
     try:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        with _captured_stderr() as captured:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     except Exception as error:
-        hint = "; start one with `ray start --head`" if address == "auto" else ""
+        said = captured.text + "".join(
+            str(cause) for cause in (error, error.__cause__, error.__context__) if cause
+        )
+        if any(mark in said for mark in ("InvalidAuthToken", "AuthenticationError")):
+            hint = f"; the cluster uses token authentication: {AUTH_HINT}"
+        elif os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+            hint = f"; if the cluster uses token authentication: {AUTH_HINT}"
+        else:
+            hint = ""
+        if address == "auto":
+            hint = "; start one with `ray start --head`" + hint
         raise XswarmError(
             f"--ray-address {address}: could not join the Ray cluster "
             f"({_first_line(error)}){hint}"
         ) from None
+    if captured.text:  # a join that worked: nothing of what Ray said is hidden
+        os.write(2, captured.text.encode("utf-8", "replace"))
+
+
+@dataclasses.dataclass
+class _Captured:
+    text: str = ""
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[_Captured]:
+    """Collect what is written to file descriptor 2 (Ray's C++ core logs a line a second
+    while it retries a join, and its client warns through ``warnings``) into
+    ``.text``, for the caller to read or replay; stderr is restored on the way out."""
+    import tempfile
+    import warnings
+
+    captured = _Captured()
+    with tempfile.TemporaryFile() as sink, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            said = sink.read().decode("utf-8", "replace")
+            said += "".join(f"{warning.message}\n" for warning in caught)
+            captured.text = said
 
 
 def _first_line(error: BaseException) -> str:
