@@ -456,7 +456,7 @@ def _lost(
     died = isinstance(error, ray.exceptions.RayActorError)
     reason = (
         "the worker died while transcribing it (a crash, out of memory or a lost node)"
-        if died else f"the worker failed: {str(error).splitlines()[0]}"
+        if died else f"the worker failed: {_first_line(error)}"
     )
     for item in batch.files:
         if (output_dir / output_name_of(item.name)).exists():
@@ -481,8 +481,9 @@ def _get_ready(ray: Any, ref: Any) -> WorkerReady:
     try:
         answer: WorkerReady = ray.get(ref)
     except ray.exceptions.RayError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return WorkerReady("?", "", 0.0, error=f"a worker could not start: {first}", exit_code=1)
+        return WorkerReady(
+            "?", "", 0.0, error=f"a worker could not start: {_first_line(error)}", exit_code=1
+        )
     return answer
 
 
