@@ -8,11 +8,10 @@ The same paths with the real models are in tests/test_cascade.py.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import soundfile as sf
 import trio
 
 from tests.cascade_fakes import TTS_LEVEL, FakeStt, FakeTts
+from tests.fake_engine import thread_worker
 from tests.llm_server import LlmServer, Script
 from xswarm.audio import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE
 from xswarm.cascade import (
@@ -46,18 +46,6 @@ mode = "cascade"
 [voice]
 moshi = "tiny-random"
 """
-
-
-class ThreadWorker:
-    """One thread per call is fine for stand-in models (no MLX)."""
-
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await trio.to_thread.run_sync(fn, *args)
-
-
-@contextlib.asynccontextmanager
-async def thread_worker() -> AsyncIterator[ThreadWorker]:
-    yield ThreadWorker()
 
 
 @pytest.fixture

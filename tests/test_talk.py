@@ -7,7 +7,6 @@ how slow a step is, when a device fails.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import itertools
 import json
@@ -16,7 +15,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import pytest
 import soundfile as sf
 import trio
 
-from tests.fake_engine import FakeStep
+from tests.fake_engine import FakeStep, thread_worker
 from xswarm.audio import FRAME_SAMPLES, SAMPLE_RATE
 from xswarm.audio.frame import AudioFrame
 from xswarm.errors import AudioError, ModelError, UsageError
@@ -63,18 +62,6 @@ class FakeEngine:
         token, text = SCRIPT.get(self.steps, (PAD, None))
         self.steps += 1
         return FakeStep(token, text, pcm * 0.5, self.step_seconds)
-
-
-class ThreadWorker:
-    """A stand-in for the MLX worker: one thread per call is fine for a fake engine."""
-
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await trio.to_thread.run_sync(fn, *args)
-
-
-@contextlib.asynccontextmanager
-async def thread_worker() -> AsyncIterator[ThreadWorker]:
-    yield ThreadWorker()
 
 
 def write_noise(path: Path, seconds: float, rate: int = SAMPLE_RATE) -> np.ndarray:
