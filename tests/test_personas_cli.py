@@ -97,6 +97,23 @@ MALFORMED: dict[str, tuple[Mutation, str | None, str]] = {
         "moshi =",
         r'key "voice.moshi": "stt-1b-en_fr-mlx" is a stt model, not a Moshi one',
     ),
+    "unknown cascade stt model": (
+        lambda t: _replace_line(t, "tts =", 'tts = "ears/p010/a.wav"\nstt = "sphnx"'),
+        "stt =",
+        r'key "voice.stt": unknown STT model \'sphnx\' \(did you mean \'sphinx-en\'\?\)',
+    ),
+    "cascade tts model that is not one": (
+        lambda t: _replace_line(
+            t, "tts =", 'tts = "ears/p010/a.wav"\ntts_model = "moshiko-mlx-q8"'
+        ),
+        "tts_model =",
+        r'key "voice.tts_model": \'moshiko-mlx-q8\' is not a TTS model \(it is a moshi model\)',
+    ),
+    "llm url that is not a URL": (
+        lambda t: t + '\n[llm]\nurl = "htp:/bad url"\n',
+        "url =",
+        r'key "llm.url": "htp:/bad url" is not an http\(s\) URL',
+    ),
     "tts voice outside the voice repo": (
         lambda t: _replace_line(t, "tts =", 'tts = "/etc/passwd"'),
         "tts =",

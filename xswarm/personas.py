@@ -290,6 +290,34 @@ def _check_moshi_model(value: str) -> None:
     )
 
 
+def _check_cascade_model(value: str, kind: str, key: str) -> None:
+    """A registered STT/TTS model name (:func:`xswarm.cascade.check_model`'s rules), or
+    something that looks like a path (checked at talk)."""
+    from xswarm.cascade import check_model
+
+    if value.startswith((".", "~", "/")) or "/" in value or os.sep in value:
+        return
+    try:
+        check_model(value, kind, f'key "voice.{key}"')
+    except UsageError as error:
+        raise _Problem(error.message, "voice", key) from None
+
+
+def _check_llm_url(value: str) -> None:
+    """An http(s) URL (:func:`xswarm.llm.client.chat_endpoint`'s rules)."""
+    from xswarm.llm.client import chat_endpoint, without_password
+
+    try:
+        chat_endpoint(value)
+    except UsageError:
+        raise _Problem(
+            f'key "llm.url": "{without_password(value)}" is not an http(s) URL '
+            "(the API base, e.g. http://127.0.0.1:11434/v1)",
+            "llm",
+            "url",
+        ) from None
+
+
 def _in_range(table: str, key: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:  # also rejects NaN
         raise _Problem(
@@ -343,6 +371,13 @@ def _build(data: Mapping[str, Any], expect_name: str | None) -> Persona:
             "tts",
         )
 
+    for key, kind in (("stt", "stt"), ("tts_model", "tts")):
+        if voice.get(key) is not None:
+            _check_cascade_model(voice[key], kind, key)
+    llm = data.get("llm", {})
+    if llm.get("url") is not None:
+        _check_llm_url(llm["url"])
+
     raw = data.get("sampling", {})
     sampling = Sampling(
         temperature=float(raw.get("temperature", engine.DEFAULT_TEMPERATURE)),
@@ -368,7 +403,7 @@ def _build(data: Mapping[str, Any], expect_name: str | None) -> Persona:
         sampling=sampling,
         memory=data.get("memory", True),
         mode=mode,
-        llm=Llm(url=data.get("llm", {}).get("url"), model=data.get("llm", {}).get("model")),
+        llm=Llm(url=llm.get("url"), model=llm.get("model")),
     )
 
 
