@@ -446,7 +446,8 @@ def check_model(name: str, kind: str, option: str) -> str:
         OFFLINE_STT if kind == "stt" else GENERATED_TTS
     )
     if spec is not None:
-        problem = f"{name!r} is not a {kind.upper()} model (it is a {spec.kind} model)"
+        article = "an" if kind == "stt" else "a"  # "an STT", "a TTS"
+        problem = f"{name!r} is not {article} {kind.upper()} model (it is a {spec.kind} model)"
     else:
         close = difflib.get_close_matches(name, choices + list(aliases), n=1, cutoff=0.5)
         problem = f"unknown {kind.upper()} model {name!r}" + (
