@@ -175,3 +175,102 @@ def test_a_run_with_everything_done_starts_no_ray_and_logs_start_files_end(
     assert lines[0]["skipped"] == 1 and lines[0]["to_do"] == 0
     assert {line["run"] for line in lines} == {lines[0]["run"]}
     assert (out / "hello.jsonl").read_text() == "done by an earlier run\n"
+
+
+class _FakeRay:
+    """Just enough of the ``ray`` module for :func:`run_job`'s scheduler, scripted per actor:
+    ``behave(actor_index, method, args)`` returns the call's value or raises. ``wait`` hands
+    back the first reference it is given (loads first, then batches, in the order made)."""
+
+    class exceptions:  # as ray.exceptions
+        class RayError(Exception):
+            pass
+
+        class RayActorError(RayError):
+            pass
+
+    def __init__(self, behave) -> None:  # type: ignore[no-untyped-def]
+        self.behave = behave
+        self.actors = 0
+        self.killed: set[int] = set()
+
+    def is_initialized(self) -> bool:
+        return True  # the caller's own session: run_job neither starts nor stops Ray
+
+    def cluster_resources(self) -> dict[str, float]:
+        return {"CPU": 2.0}
+
+    def nodes(self) -> list[dict]:
+        return [{"NodeID": "n1", "Alive": True, "Resources": {"CPU": 2.0}}]
+
+    def remote(self, cls):  # type: ignore[no-untyped-def]
+        fake = self
+
+        class Handle:
+            def __init__(self, index: int) -> None:
+                self.index = index
+                self.load = Method(self, "load")
+                self.transcribe = Method(self, "transcribe")
+
+        class Method:
+            def __init__(self, actor: Handle, name: str) -> None:
+                self.actor, self.name = actor, name
+
+            def remote(self, *args):  # type: ignore[no-untyped-def]
+                return lambda: fake.behave(self.actor.index, self.name, args)
+
+        class Options:
+            def remote(self, spec):  # type: ignore[no-untyped-def]
+                fake.actors += 1
+                return Handle(fake.actors - 1)
+
+        class ActorClass:
+            def options(self, **_kwargs):  # type: ignore[no-untyped-def]
+                return Options()
+
+        return ActorClass()
+
+    def wait(self, refs, num_returns, timeout):  # type: ignore[no-untyped-def]
+        return refs[:1], refs[1:]
+
+    def get(self, ref):  # type: ignore[no-untyped-def]
+        return ref()
+
+    def kill(self, actor) -> None:  # type: ignore[no-untyped-def]
+        self.killed.add(actor.index)
+
+
+def test_a_dead_worker_is_replaced_once_and_its_files_go_to_an_idle_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from xswarm.cluster import job
+    from xswarm.cluster.worker import FileResult, WorkerReady
+
+    def behave(index: int, method: str, args: tuple) -> object:
+        if method == "load":  # workers 0 and 1 load; every replacement's node is gone
+            if index < 2:
+                return WorkerReady(f"w{index}", "sphinx-en", 0.1)
+            return WorkerReady("?", "", 0.0, error="a worker could not start: node lost",
+                               exit_code=1)
+        if index == 0:  # worker 0 took both files, then died
+            raise _FakeRay.exceptions.RayActorError("the actor died unexpectedly")
+        return [FileResult(item.name, "done", 1.0, 0.1, None, f"w{index}") for item in args[0]]
+
+    fake = _FakeRay(behave)
+    monkeypatch.setattr(job, "_import_ray", lambda: fake)
+    warnings: list[str] = []
+    progress = job.ProgressLine(io.StringIO(), live=False, report=warnings.append,
+                                warn=warnings.append)
+    inputs = [InputFile(n, str(tmp_path / n)) for n in ("a.wav", "b.wav")]
+    options = job.ClusterOptions(output_dir=tmp_path / "out", workers=2, model="sphinx-en")
+    summary = job.run_job(inputs, options, progress=progress, note=warnings.append)
+    assert summary.done == 2 and summary.failed == []  # worker 1 was idle, and took them
+    done = [r for r in read_records(tmp_path / "out" / MANIFEST_NAME) if r.get("status") == "done"]
+    assert sorted((r["file"], r["worker"]) for r in done) == [("a.wav", "w1"), ("b.wav", "w1")]
+    assert fake.actors == 3  # one replacement for the one dead worker, not one per lost batch
+    assert [w for w in warnings if "died" in w] == [
+        "worker w0 died (the actor died unexpectedly); its files go to the other workers, "
+        "and a new worker starts"
+    ]

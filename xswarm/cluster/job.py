@@ -332,7 +332,8 @@ def _schedule(
     running: dict[Any, tuple[Any, _Batch]] = {}
     load_errors: list[WorkerReady] = []
     names: dict[Any, str] = {}  # actor -> host:pid, once loaded
-    ready = 0
+    live: list[Any] = []  # loaded actors not known to be dead
+    in_flight: collections.Counter[Any] = collections.Counter()  # actor -> batches sent
 
     def start_worker() -> None:
         strategy: Any = "SPREAD"
@@ -343,9 +344,11 @@ def _schedule(
         loads[actor.load.remote()] = actor
 
     def feed(actor: Any) -> None:
-        if queue:
+        """Send ``actor`` batches until it has :data:`TASKS_PER_WORKER` or the queue is empty."""
+        while queue and in_flight[actor] < TASKS_PER_WORKER:
             batch = queue.popleft()
             running[actor.transcribe.remote(list(batch.files))] = (actor, batch)
+            in_flight[actor] += 1
 
     def record(result: FileResult) -> None:
         tally.finished += 1
@@ -386,23 +389,24 @@ def _schedule(
                     if answer.error is not None:
                         load_errors.append(answer)
                         continue
-                    ready += 1
+                    live.append(actor)
                     names[actor] = answer.worker
-                    summary.workers = max(summary.workers, ready)
+                    summary.workers = max(summary.workers, len(live))
                     summary.model = answer.model
                     if tally.started is None:
                         tally.started = time.monotonic()
-                    for _ in range(TASKS_PER_WORKER):
-                        feed(actor)
+                    feed(actor)
                     continue
                 actor, batch = running.pop(ref)
+                in_flight[actor] -= 1
                 try:
                     results: list[FileResult] = ray.get(ref)
                 except ray.exceptions.RayError as error:
                     _lost(ray, error, actor, batch, output_dir, durations, queue, record,
                           output_name_of, summary)
-                    if isinstance(error, ray.exceptions.RayActorError):
-                        ready -= 1
+                    died = isinstance(error, ray.exceptions.RayActorError)
+                    if died and actor in live:  # its other batches fail too: once is enough
+                        live.remove(actor)
                         _remove_temporaries(output_dir, names.get(actor, ""))
                         progress.warning(
                             f"worker {names.get(actor, '?')} died ({_first_line(error)}); "
@@ -411,12 +415,13 @@ def _schedule(
                         with contextlib.suppress(Exception):
                             ray.kill(actor)
                         start_worker()
-                        continue
-                else:
-                    for result in results:
-                        record(result)
+                    for other in live:  # the files put back go to whoever has room now
+                        feed(other)
+                    continue
+                for result in results:
+                    record(result)
                 feed(actor)
-            progress.show(tally.text(ready))
+            progress.show(tally.text(len(live)))
     finally:
         if tally.started is not None:
             summary.wall_seconds = time.monotonic() - tally.started
@@ -427,7 +432,7 @@ def _schedule(
         progress.warning(
             f"{len(load_errors)} worker(s) could not load the model: {load_errors[0].error}"
         )
-    progress.show(tally.text(ready), force=True)
+    progress.show(tally.text(len(live)), force=True)
 
 
 def worker_count(
