@@ -410,3 +410,16 @@ async def test_an_empty_answer_neither_hangs_a_fast_run_nor_is_said(
     first, second = [t for t in lines if t["type"] == "turn"]
     assert first["user"] == "hello" and first["assistant"] == "" and first["end"] == "done", err
     assert second["user"] == "again" and second["assistant"] == "Now then."
+
+
+async def test_duration_also_stops_an_answer_that_goes_on_after_the_input(
+    tmp_path: Path, tutor: str, llm_server: LlmServer
+) -> None:
+    # A 1.6 s question file and --duration 2.4: the session ends at 2.4 s, mid-answer.
+    speech_file(tmp_path / "in.wav", [(0.2, 0.8)], 1.6)
+    llm_server.push(Script(text=" ".join(f"w{i}" for i in range(40))))
+    summary, lines, err, _ = await run(tmp_path, llm_server, words=["go"], duration=2.4)
+    assert summary["frames"] == round(2.4 / FRAME_SECONDS), err
+    assert sf.info(tmp_path / "out.wav").frames == round(2.4 / FRAME_SECONDS) * FRAME_SAMPLES
+    (turn,) = [t for t in lines if t["type"] == "turn"]
+    assert turn["end"] == "interrupted" and turn["assistant"]  # cut short, but begun

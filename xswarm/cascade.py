@@ -698,6 +698,9 @@ class _Cascade:
         for _ in range(0 if stopped else round(DRAIN_LIMIT_SECONDS / FRAME_SECONDS)):
             if not self._busy():
                 break
+            if max_frames is not None and stats.frames >= max_frames:
+                on_done()  # --duration counts the answer after the input too
+                break
             if self.realtime:
                 t_next += FRAME_SECONDS
                 await trio.sleep_until(t_next)
