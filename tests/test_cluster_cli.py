@@ -274,3 +274,31 @@ def test_a_dead_worker_is_replaced_once_and_its_files_go_to_an_idle_worker(
         "worker w0 died (the actor died unexpectedly); its files go to the other workers, "
         "and a new worker starts"
     ]
+
+
+def test_ctrl_c_while_the_headers_are_read_still_ends_the_run_in_the_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from xswarm.cluster import job
+
+    def durations(items: list[InputFile]) -> dict[str, float]:
+        if any(item.name == "b.wav" for item in items):  # the to-do files' headers
+            raise KeyboardInterrupt  # Ctrl-C during a long read of a large corpus
+        return {item.name: 1.0 for item in items}
+
+    monkeypatch.setattr(job, "_durations", durations)
+    monkeypatch.setattr(job, "_import_ray", lambda: _FakeRay(None))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.jsonl").write_text("done\n")
+    inputs = [InputFile(n, str(tmp_path / n)) for n in ("a.wav", "b.wav")]
+    progress = job.ProgressLine(io.StringIO(), live=False, report=print)
+    with pytest.raises(KeyboardInterrupt):
+        job.run_job(inputs, job.ClusterOptions(output_dir=out, model="sphinx-en"),
+                    progress=progress, note=print)
+    lines = read_records(out / MANIFEST_NAME)
+    assert [(r["type"], r.get("event") or r.get("status")) for r in lines] == [
+        ("job", "start"), ("file", "skipped"), ("job", "interrupted"),
+    ]

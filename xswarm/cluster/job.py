@@ -244,27 +244,27 @@ def run_job(
             "inputs": len(inputs), "to_do": len(inputs) - len(done_names),
             "skipped": len(done_names), "model": model, "address": options.address or "local",
         })
-        for item in inputs:
-            output = output_dir / output_name(item.name, options.format)
-            if item.name in done_names:
-                summary.skipped += 1
-                manifest.append(_file_line(
-                    run, item.name, output.name, "skipped", known.get(item.name), model,
-                    None, None, None,
-                ))
-            else:
-                to_do.append(item)
-                for stale in output_dir.glob(f".{glob.escape(output.name)}.*.partial"):
-                    with contextlib.suppress(OSError):
-                        stale.unlink()
-        durations = _durations(to_do)
-        spec = JobSpec(
-            model=model, format=options.format, words=options.words,
-            output_dir=str(output_dir), batch_size=options.batch_size, cwd=os.getcwd(),
-        )
         event, error = "interrupted", None
         owned = not ray.is_initialized()  # a caller's own Ray session is used, and left up
         try:
+            for item in inputs:
+                output = output_dir / output_name(item.name, options.format)
+                if item.name in done_names:
+                    summary.skipped += 1
+                    manifest.append(_file_line(
+                        run, item.name, output.name, "skipped", known.get(item.name), model,
+                        None, None, None,
+                    ))
+                else:
+                    to_do.append(item)
+                    for stale in output_dir.glob(f".{glob.escape(output.name)}.*.partial"):
+                        with contextlib.suppress(OSError):
+                            stale.unlink()
+            durations = _durations(to_do)
+            spec = JobSpec(
+                model=model, format=options.format, words=options.words,
+                output_dir=str(output_dir), batch_size=options.batch_size, cwd=os.getcwd(),
+            )
             if to_do:
                 if owned:
                     _connect(ray, options)
