@@ -19,6 +19,8 @@ Policies, all counted in :class:`JitterStats`:
   needs plays what there is, then silence, and counts one underrun. After an
   underrun the buffer plays from whatever arrives next (no new prefill, which
   would add latency to every hiccup).
+- Clear: :meth:`clear` (barge-in) drops what is queued on purpose; that is
+  counted as ``cleared``, apart from ``dropped``.
 - End: after :meth:`end` (the producer declared it has nothing more) running
   dry is the normal end of speech, not an underrun. A later :meth:`push`
   revives the stream (a new utterance).
@@ -53,6 +55,7 @@ class JitterStats:
     pushed: int  # samples pushed
     played: int  # real samples handed to the callback (silence excluded)
     dropped: int  # samples dropped because the buffer was full
+    cleared: int  # samples dropped by clear() (barge-in): asked for, so not a drop
     underruns: int  # callbacks that ran dry while playing
     silence: int  # samples of silence played (prefill, underruns, after end)
     depth: int  # samples queued now
@@ -86,6 +89,7 @@ class JitterBuffer:
         self._pushed = 0
         self._played = 0
         self._dropped = 0
+        self._cleared = 0
         self._underruns = 0
         self._silence = 0
 
@@ -148,14 +152,15 @@ class JitterBuffer:
             self._ended = True
 
     def clear(self) -> int:
-        """Drop everything queued (barge-in: the user interrupted); counted as dropped.
+        """Drop everything queued (barge-in: the user interrupted); counted as ``cleared``,
+        not as dropped (a drop is audio lost to a full buffer, a health problem).
 
         Returns the samples dropped: never played (the caller may need to know what of
         its audio was not heard).
         """
         with self._lock:
             cleared = self._depth
-            self._dropped += cleared
+            self._cleared += cleared
             self._read, self._depth = 0, 0
             return cleared
 
@@ -170,6 +175,7 @@ class JitterBuffer:
                 pushed=self._pushed,
                 played=self._played,
                 dropped=self._dropped,
+                cleared=self._cleared,
                 underruns=self._underruns,
                 silence=self._silence,
                 depth=self._depth,
