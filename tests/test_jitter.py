@@ -112,6 +112,18 @@ def test_clear_empties_and_counts_apart_from_drops() -> None:
     assert buffer.clear() == 0
 
 
+def test_after_clear_playback_waits_for_the_prefill_again() -> None:
+    buffer = JitterBuffer(prefill=2 * FRAME_SAMPLES)
+    buffer.push(ramp(0, 3 * FRAME_SAMPLES))
+    out = np.zeros(FRAME_SAMPLES, dtype=np.float32)
+    assert buffer.pull_into(out) == FRAME_SAMPLES
+    buffer.clear()
+    buffer.push(ramp(0, FRAME_SAMPLES))  # less than the prefill: silence, not an underrun
+    assert buffer.pull_into(out) == 0 and buffer.stats().underruns == 0
+    buffer.push(ramp(0, FRAME_SAMPLES))
+    assert buffer.pull_into(out) == FRAME_SAMPLES and buffer.stats().underruns == 0
+
+
 def test_bad_sizes_are_refused() -> None:
     with pytest.raises(ValueError, match="capacity must be at least one frame"):
         JitterBuffer(capacity=10)

@@ -20,7 +20,10 @@ Policies, all counted in :class:`JitterStats`:
   underrun the buffer plays from whatever arrives next (no new prefill, which
   would add latency to every hiccup).
 - Clear: :meth:`clear` (barge-in) drops what is queued on purpose; that is
-  counted as ``cleared``, apart from ``dropped``.
+  counted as ``cleared``, apart from ``dropped``. Playback then waits for the
+  prefill again: the cushion against jitter is rebuilt (while the assistant
+  is silent anyway) instead of playing on from an empty buffer, underrun
+  after underrun.
 - End: after :meth:`end` (the producer declared it has nothing more) running
   dry is the normal end of speech, not an underrun. A later :meth:`push`
   revives the stream (a new utterance).
@@ -162,6 +165,7 @@ class JitterBuffer:
             cleared = self._depth
             self._cleared += cleared
             self._read, self._depth = 0, 0
+            self._started = False  # prefill again (see the module docstring)
             return cleared
 
     @property
