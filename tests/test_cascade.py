@@ -331,6 +331,9 @@ async def test_an_unreachable_server_gets_an_apology(
     assert " ".join(answer) == APOLOGY
 
 
+SAGE_WITH_LLM = ["--persona", "sage", "--llm-url", "http://h/v1", "--llm-model", "m"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -340,55 +343,19 @@ async def test_an_unreachable_server_gets_an_apology(
         ),
         (["--persona", "sage", "--llm-url", "http://127.0.0.1:9/v1"], "give --llm-model NAME"),
         (
-            [
-                "--persona",
-                "sage",
-                "--llm-url",
-                "http://h/v1",
-                "--llm-model",
-                "m",
-                "--stt-model",
-                "stt-1b",
-            ],
+            [*SAGE_WITH_LLM, "--stt-model", "stt-1b"],
             "--stt-model: unknown STT model 'stt-1b' (did you mean 'stt-1b-en_fr-mlx'?)",
         ),
         (
-            [
-                "--persona",
-                "sage",
-                "--llm-url",
-                "http://h/v1",
-                "--llm-model",
-                "m",
-                "--tts-model",
-                "tiny-random-stt",
-            ],
+            [*SAGE_WITH_LLM, "--tts-model", "tiny-random-stt"],
             "--tts-model: 'tiny-random-stt' is not a TTS model (it is a stt model)",
         ),
         (
-            [
-                "--persona",
-                "sage",
-                "--llm-url",
-                "http://h/v1",
-                "--llm-model",
-                "m",
-                "--stt-model",
-                "moshiko-mlx-q4",
-            ],
+            [*SAGE_WITH_LLM, "--stt-model", "moshiko-mlx-q4"],
             "--stt-model: 'moshiko-mlx-q4' is not an STT model (it is a moshi model)",
         ),
         (
-            [
-                "--persona",
-                "sage",
-                "--llm-url",
-                "http://h/v1",
-                "--llm-model",
-                "m",
-                "--tts-model",
-                "./no/such",
-            ],
+            [*SAGE_WITH_LLM, "--tts-model", "./no/such"],
             "--tts-model ./no/such: no such model directory",
         ),
         (
