@@ -302,3 +302,30 @@ def test_ctrl_c_while_the_headers_are_read_still_ends_the_run_in_the_manifest(
     assert [(r["type"], r.get("event") or r.get("status")) for r in lines] == [
         ("job", "start"), ("file", "skipped"), ("job", "interrupted"),
     ]
+
+
+def test_sigterm_while_ray_starts_is_an_interruption_not_a_silent_exit_15(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import signal
+
+    from xswarm.cluster import job
+    from xswarm.errors import ExitCode, Interrupted
+
+    class Starting(_FakeRay):
+        def is_initialized(self) -> bool:
+            return False  # a new local runtime: run_job calls ray.init
+
+        def init(self, **_kwargs: object) -> None:  # ray.init's handler: sys.exit(signum)
+            raise SystemExit(signal.SIGTERM)
+
+    monkeypatch.setattr(job, "_import_ray", lambda: Starting(None))
+    out = tmp_path / "out"
+    progress = job.ProgressLine(io.StringIO(), live=False, report=print)
+    with pytest.raises(Interrupted) as stopped:
+        job.run_job([InputFile("a.wav", str(tmp_path / "a.wav"))],
+                    job.ClusterOptions(output_dir=out, model="sphinx-en"),
+                    progress=progress, note=print)
+    assert stopped.value.exit_code == ExitCode.TERMINATED
+    assert read_records(out / MANIFEST_NAME)[-1]["event"] == "interrupted"

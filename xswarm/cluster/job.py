@@ -267,7 +267,12 @@ def run_job(
             )
             if to_do:
                 if owned:
-                    _connect(ray, options)
+                    try:
+                        _connect(ray, options)
+                    except SystemExit as stop:  # ray.init's own SIGTERM handler: sys.exit(15)
+                        if stop.code != signal.SIGTERM:
+                            raise
+                        raise Interrupted(signal.SIGTERM) from None
                 with _Terminate().installed() as terminate:  # after ray.init, which sets its own
                     _schedule(ray, to_do, durations, spec, options, manifest, run, summary,
                               progress, terminate)
