@@ -329,3 +329,40 @@ def test_sigterm_while_ray_starts_is_an_interruption_not_a_silent_exit_15(
                     progress=progress, note=print)
     assert stopped.value.exit_code == ExitCode.TERMINATED
     assert read_records(out / MANIFEST_NAME)[-1]["event"] == "interrupted"
+
+
+def test_the_end_line_is_written_before_ray_shuts_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from xswarm.cluster import job
+
+    class Stopping(_FakeRay):
+        initialized = False
+
+        def is_initialized(self) -> bool:
+            return self.initialized
+
+        def init(self, **_kwargs: object) -> None:
+            self.initialized = True
+
+        def shutdown(self) -> None:  # a second Ctrl-C during the shutdown
+            raise KeyboardInterrupt
+
+    def behave(index: int, method: str, args: tuple) -> object:
+        from xswarm.cluster.worker import FileResult, WorkerReady
+
+        if method == "load":
+            return WorkerReady("w0", "sphinx-en", 0.1)
+        return [FileResult(item.name, "done", 1.0, 0.1, None, "w0") for item in args[0]]
+
+    monkeypatch.setattr(job, "_import_ray", lambda: Stopping(behave))
+    out = tmp_path / "out"
+    progress = job.ProgressLine(io.StringIO(), live=False, report=print)
+    with pytest.raises(KeyboardInterrupt):
+        job.run_job([InputFile("a.wav", str(tmp_path / "a.wav"))],
+                    job.ClusterOptions(output_dir=out, model="sphinx-en"),
+                    progress=progress, note=print)
+    end = read_records(out / MANIFEST_NAME)[-1]
+    assert end["type"] == "job" and end["event"] == "end" and end["done"] == 1

@@ -283,16 +283,16 @@ def run_job(
             raise
         finally:
             progress.clear()
-            with contextlib.suppress(Exception):
-                if owned and ray.is_initialized():
-                    ray.shutdown()
-            manifest.append({
+            manifest.append({  # before the shutdown (seconds), which a second Ctrl-C may cut
                 "type": "job", "event": event, "run": run, "time": utc_now(),
                 "done": summary.done, "failed": len(summary.failed), "skipped": summary.skipped,
                 "audio_seconds": round(summary.audio_seconds, 3),
                 "wall_seconds": round(summary.wall_seconds, 3), "workers": summary.workers,
                 "error": error,
             })
+            with contextlib.suppress(Exception):
+                if owned and ray.is_initialized():
+                    ray.shutdown()
     return summary
 
 
