@@ -4,6 +4,7 @@ the manifest's line discipline, and Ray staying unimported unless asked for."""
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 from pathlib import Path
 
@@ -243,8 +244,6 @@ class _FakeRay:
 def test_a_dead_worker_is_replaced_once_and_its_files_go_to_an_idle_worker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import io
-
     from xswarm.cluster import job
     from xswarm.cluster.worker import FileResult, WorkerReady
 
@@ -279,8 +278,6 @@ def test_a_dead_worker_is_replaced_once_and_its_files_go_to_an_idle_worker(
 def test_ctrl_c_while_the_headers_are_read_still_ends_the_run_in_the_manifest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import io
-
     from xswarm.cluster import job
 
     def durations(items: list[InputFile]) -> dict[str, float]:
@@ -334,8 +331,6 @@ def test_sigterm_while_ray_starts_is_an_interruption_not_a_silent_exit_15(
 def test_the_end_line_is_written_before_ray_shuts_down(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import io
-
     from xswarm.cluster import job
 
     class Stopping(_FakeRay):
