@@ -361,3 +361,17 @@ def test_the_end_line_is_written_before_ray_shuts_down(
                     progress=progress, note=print)
     end = read_records(out / MANIFEST_NAME)[-1]
     assert end["type"] == "job" and end["event"] == "end" and end["done"] == 1
+
+
+def test_auto_without_a_cluster_says_start_one_and_no_token_hint(
+    speech: Path, tmp_path: Path
+) -> None:
+    env = dict(os.environ, RAY_TMPDIR=str(tmp_path / "ray"))  # no cluster recorded there
+    env.pop("RAY_ADDRESS", None)
+    result = run_xswarm("transcribe", "--ray-address", "auto", "--model", "sphinx-en",
+                        "-o", str(tmp_path / "out"), str(speech), env=env)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "xswarm: error: --ray-address auto: could not join the Ray cluster"), result.stderr
+    assert lines[0].endswith("; start one with `ray start --head`"), lines[0]

@@ -629,7 +629,8 @@ def _connect(ray: Any, options: ClusterOptions) -> None:
         )
         if any(mark in said for mark in ("InvalidAuthToken", "AuthenticationError")):
             hint = f"; the cluster uses token authentication: {AUTH_HINT}"
-        elif os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        elif address != "auto" and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+            # (auto turns token mode on by itself when this machine has the token)
             hint = f"; if the cluster uses token authentication: {AUTH_HINT}"
         else:
             hint = ""
