@@ -417,10 +417,7 @@ class CascadePlan:
         )
 
 
-STT_ALIASES: Final = {"tiny-random": "tiny-random-stt"}
-TTS_ALIASES: Final = {"tiny-random": "tiny-random-tts"}
 OFFLINE_STT: Final = ("sphinx-en",)  # engines without a model directory
-GENERATED_TTS: Final = ("tiny-random-tts",)  # generated on first use (xswarm.tts)
 
 
 def check_model(name: str, kind: str, option: str) -> str:
@@ -429,11 +426,12 @@ def check_model(name: str, kind: str, option: str) -> str:
     Returns the name with aliases applied (``tiny-random`` -> ``tiny-random-stt``);
     raises :class:`UsageError` naming the option, the bad name and the fix.
     """
-    from xswarm.models.registry import REGISTRY
+    from xswarm.models.registry import REGISTRY, TINY_RANDOM
 
-    aliases = STT_ALIASES if kind == "stt" else TTS_ALIASES
+    aliases = {"tiny-random": TINY_RANDOM[kind]}
+    offline = OFFLINE_STT if kind == "stt" else ()
     name = aliases.get(name, name)
-    if name in (OFFLINE_STT if kind == "stt" else GENERATED_TTS):
+    if name in offline:
         return name
     if name.startswith((".", "~", "/")) or "/" in name:
         if not Path(name).expanduser().is_dir():
@@ -442,9 +440,7 @@ def check_model(name: str, kind: str, option: str) -> str:
     spec = REGISTRY.get(name)
     if spec is not None and spec.kind == kind:
         return name
-    choices = [n for n, s in REGISTRY.items() if s.kind == kind] + list(
-        OFFLINE_STT if kind == "stt" else GENERATED_TTS
-    )
+    choices = [n for n, s in REGISTRY.items() if s.kind == kind] + list(offline)
     if spec is not None:
         article = "an" if kind == "stt" else "a"  # "an STT", "a TTS"
         problem = f"{name!r} is not {article} {kind.upper()} model (it is a {spec.kind} model)"

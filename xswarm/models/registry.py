@@ -295,6 +295,12 @@ _GENERATED: tuple[ModelSpec, ...] = (
 REGISTRY: Final[Mapping[str, ModelSpec]] = {s.name: s for s in (*_PUBLISHED, *_GENERATED)}
 DEFAULT_MODEL: Final = "moshiko-mlx-q4"  # the smallest 7B that fits an 8 GB Mac
 DEFAULT_STT_MODEL: Final = "stt-1b-en_fr-mlx"
+# What "tiny-random" names where a model of one kind is expected (talk --stt-model, ...).
+TINY_RANDOM: Final[Mapping[str, str]] = {
+    "moshi": "tiny-random",
+    "stt": "tiny-random-stt",
+    "tts": "tiny-random-tts",
+}
 
 
 def model_names() -> list[str]:

@@ -37,6 +37,7 @@ import math
 from typing import TYPE_CHECKING, Final, Protocol
 
 from xswarm.audio import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE
+from xswarm.models.registry import TINY_RANDOM
 from xswarm.transcript import Word
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from xswarm.stt.kyutai import KyutaiModel
     from xswarm.stt.sphinx import SphinxEngine
 
-STREAM_ALIASES: Final = {"tiny-random": "tiny-random-stt"}  # the STT one of a model family
+STREAM_ALIASES: Final = {"tiny-random": TINY_RANDOM["stt"]}  # the STT one of a model family
 SPHINX_VAD_SECONDS: Final = 0.3  # s, pocketsphinx Endpointer's window: silence that ends speech
 
 

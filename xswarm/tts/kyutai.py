@@ -42,6 +42,7 @@ import numpy as np
 
 from xswarm.audio import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE
 from xswarm.errors import ModelError, UsageError
+from xswarm.models.registry import TINY_RANDOM
 
 if TYPE_CHECKING:
     import mlx.core as mx
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from xswarm.models.load import Codec
 
 DEFAULT_TTS_MODEL: Final = "tts-1.6b-en_fr"
-TINY_ALIAS: Final = {"tiny-random": "tiny-random-tts"}  # "tiny-random" means the TTS one here
+TINY_ALIAS: Final = {"tiny-random": TINY_RANDOM["tts"]}  # "tiny-random" means the TTS one here
 DEFAULT_VOICE: Final = "expresso/ex03-ex01_happy_001_channel1_334s.wav"  # DSM scripts' default
 VOICE_REPO: Final = "kyutai/tts-voices"  # where published voice embeddings live
 FRAME_RATE: Final = 1 / FRAME_SECONDS  # 12.5 Hz: Mimi frames (and model steps) per second
