@@ -375,3 +375,30 @@ def test_auto_without_a_cluster_says_start_one_and_no_token_hint(
     assert len(lines) == 1 and lines[0].startswith(
         "xswarm: error: --ray-address auto: could not join the Ray cluster"), result.stderr
     assert lines[0].endswith("; start one with `ray start --head`"), lines[0]
+
+
+def test_ctrl_c_removes_the_stopped_workers_temporary_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xswarm.cluster import job
+    from xswarm.cluster.worker import WorkerReady
+
+    out = tmp_path / "out"
+    other = ".b.jsonl.elsewhere-7.partial"  # another writer's: not ours to remove
+
+    def behave(index: int, method: str, args: tuple) -> object:
+        if method == "load":
+            return WorkerReady("node-1:4242", "sphinx-en", 0.1)
+        (out / ".a.jsonl.node-1-4242.partial").write_text('{"type": "segment", "te')
+        raise KeyboardInterrupt  # Ctrl-C while the driver waits for the result
+
+    monkeypatch.setattr(job, "_import_ray", lambda: _FakeRay(behave))
+    out.mkdir()
+    (out / other).write_text("")
+    progress = job.ProgressLine(io.StringIO(), live=False, report=print)
+    with pytest.raises(KeyboardInterrupt):
+        job.run_job([InputFile("a.wav", str(tmp_path / "a.wav"))],
+                    job.ClusterOptions(output_dir=out, model="sphinx-en"),
+                    progress=progress, note=print)
+    assert sorted(p.name for p in out.iterdir()) == [other, MANIFEST_NAME]
+    assert read_records(out / MANIFEST_NAME)[-1]["event"] == "interrupted"

@@ -379,6 +379,7 @@ def _schedule(
 
     for _ in range(count):
         start_worker()
+    stopped = True
     try:
         while queue or running:
             if not loads and not running:
@@ -427,12 +428,13 @@ def _schedule(
                     record(result)
                 feed(actor)
             progress.show(tally.text(len(live)))
+        stopped = False
     finally:
         if tally.started is not None:
             summary.wall_seconds = time.monotonic() - tally.started
-        for actor in actors:
-            with contextlib.suppress(Exception):
-                ray.kill(actor)
+        _kill(ray, actors)
+        if stopped:  # Ctrl-C, SIGTERM, a failed job: workers were stopped mid-file
+            _remove_temporaries(output_dir, *names.values())  # rather than at the next run
     if load_errors and summary.workers < count:
         progress.warning(
             f"{len(load_errors)} worker(s) could not load the model: {load_errors[0].error}"
@@ -477,14 +479,26 @@ def _lost(
             record(FileResult(item.name, "failed", None, 0.0, f"{item.name}: {reason}", "lost"))
 
 
-def _remove_temporaries(output_dir: Path, worker: str) -> None:
-    """Remove the temporary outputs a dead worker (``host:pid``) left behind."""
-    host, _, pid = worker.rpartition(":")
-    if not host:
+def _kill(ray: Any, actors: Sequence[Any]) -> None:
+    for actor in actors:
+        with contextlib.suppress(Exception):
+            ray.kill(actor)
+
+
+def _remove_temporaries(output_dir: Path, *workers: str) -> None:
+    """Remove the temporary outputs that stopped workers (``host:pid``) left behind
+    (``.NAME.HOST-PID.partial``, see :mod:`xswarm.transcribe`); one listing for all."""
+    endings = tuple(
+        f".{host}-{pid}.partial"
+        for host, _, pid in (worker.rpartition(":") for worker in workers) if host
+    )
+    if not endings:
         return
-    for stale in output_dir.glob(f".*.{glob.escape(host)}-{pid}.partial"):
-        with contextlib.suppress(OSError):
-            stale.unlink()
+    with contextlib.suppress(OSError), os.scandir(output_dir) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") and entry.name.endswith(endings):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 def _get_ready(ray: Any, ref: Any) -> WorkerReady:
