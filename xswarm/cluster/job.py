@@ -22,13 +22,15 @@
    do not end up last, alone.
 5. Each result becomes manifest lines and progress; the summary is returned.
 
-A worker that dies (crash, out of memory, lost node) is replaced; of its
-batch, files whose output is in place are recorded as done, the others are
-retried once, one file per batch, and a file whose retry kills a worker too
+A worker that dies (crash, out of memory, lost node) is replaced, once
+however many of its batches fail; of those batches, files whose output is in
+place are recorded as done, the others are retried once, one file per batch,
+on any loaded worker with room, and a file whose retry kills a worker too
 fails with that reason. The job itself fails only if no worker can load the model.
 
-Ctrl-C (or SIGTERM): the workers are killed, the Ray runtime is shut down,
-the manifest gets an ``interrupted`` line, and ``KeyboardInterrupt`` (or
+Ctrl-C (or SIGTERM, also while Ray starts): the workers are killed and their
+temporary outputs removed, the manifest gets an ``interrupted`` line, the Ray
+runtime is shut down, and ``KeyboardInterrupt`` (or
 :class:`~xswarm.errors.Interrupted`) propagates. Outputs are only ever renamed
 into place whole, so a rerun finds every file either complete or absent.
 """
