@@ -500,11 +500,12 @@ def _write_tts_voices(config: Mapping[str, Any], frames: int, directory: Path) -
         _save(path, {"speaker_wavs": embedding})
 
 
-def _build_tts(name: str, directory: Path) -> None:
-    import mlx.core as mx
-    from moshi_mlx import models
-
-    base, tiny, voice_frames = _TTS_PLANS[name]
+def _write_config_tokenizer_codec(
+    base: Mapping[str, Any], tiny: bool, directory: Path
+) -> dict[str, Any]:
+    """The parts every generated model shares: its tokenizer and codec files, and its config
+    (a deep, JSON-clean copy of ``base`` stamped with the generator), returned to be completed
+    and written last (config.json marks the directory complete)."""
     config: dict[str, Any] = json.loads(json.dumps(base))
     config["xswarm_generated"] = {"generator": __name__, "version": GENERATOR_VERSION, "seed": SEED}
     if tiny:
@@ -515,6 +516,15 @@ def _build_tts(name: str, directory: Path) -> None:
         vocab = int(config["text_card"])
         _train_tokenizer(_pseudo_words(vocab), vocab, directory / RANDOM_TOKENIZER_FILE)
     _write_codec(tiny, config, directory)
+    return config
+
+
+def _build_tts(name: str, directory: Path) -> None:
+    import mlx.core as mx
+    from moshi_mlx import models
+
+    base, tiny, voice_frames = _TTS_PLANS[name]
+    config = _write_config_tokenizer_codec(base, tiny, directory)
     lm_config = models.LmConfig.from_config_dict(dict(config))
     mx.random.seed(SEED)
     model = models.Lm(lm_config)
@@ -537,16 +547,7 @@ def build(name: str, directory: Path) -> None:
         base, quantizations, tiny = _PLANS[name]
     except KeyError:
         raise ModelError(f"{name} is not a generated model") from None
-    config: dict[str, Any] = json.loads(json.dumps(base))  # a deep, JSON-clean copy
-    config["xswarm_generated"] = {"generator": __name__, "version": GENERATOR_VERSION, "seed": SEED}
-    if tiny:
-        _train_tokenizer(
-            TRAINING_TEXT.splitlines(), TINY_TEXT_CARD, directory / TINY_TOKENIZER_FILE
-        )
-    else:
-        vocab = int(config["text_card"])
-        _train_tokenizer(_pseudo_words(vocab), vocab, directory / RANDOM_TOKENIZER_FILE)
-    _write_codec(tiny, config, directory)
+    config = _write_config_tokenizer_codec(base, tiny, directory)
     _write_lm(config, quantizations, directory)
     (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
