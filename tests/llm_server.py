@@ -71,6 +71,9 @@ class Script:
     error: str = "the model crashed"  # the error message in mode "http"
     raw: bytes = b""  # the body in mode "raw"
     piece: int = 7  # bytes per HTTP chunk in mode "raw": lines split across reads
+    think: str = ""  # a reasoning model's thinking, sent word by word as content before the
+    # reply (wrap it in <think>...</think> yourself), before `first_token_delay`
+    reasoning: str = ""  # thinking sent word by word in `reasoning_content` delta fields
 
 
 @dataclass
@@ -261,6 +264,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._end_body()
             return
         self._event({"role": "assistant", "content": ""})
+        for word in _words(script.reasoning) if script.reasoning else []:
+            self._event({"content": "", "reasoning_content": word})
+        for word in _words(script.think) if script.think else []:
+            self._event({"content": word})
+            record.chunks.append(word)
+            record.chunk_times.append(time.monotonic())
         if mode == "slow-first-token":
             self._wait(script.first_token_delay)
         for index, word in enumerate(words):

@@ -423,3 +423,18 @@ async def test_duration_also_stops_an_answer_that_goes_on_after_the_input(
     assert sf.info(tmp_path / "out.wav").frames == round(2.4 / FRAME_SECONDS) * FRAME_SAMPLES
     (turn,) = [t for t in lines if t["type"] == "turn"]
     assert turn["end"] == "interrupted" and turn["assistant"]  # cut short, but begun
+
+
+@pytest.mark.parametrize("think", ["<think> The user asks why. Riddles! </think>", "\n\n"])
+async def test_thinking_and_blank_lines_are_not_said_nor_timed_as_the_first_token(
+    tmp_path: Path, tutor: str, llm_server: LlmServer, think: str
+) -> None:
+    # A reasoning model: its thinking (or a blank line) at once, the answer 0.4 s later.
+    speech_file(tmp_path / "in.wav", [(0.4, 1.2)], 3.0)
+    llm_server.push(
+        Script(text="Riddle me.", think=think, mode="slow-first-token", first_token_delay=0.4)
+    )
+    _, lines, err, tts = await run(tmp_path, llm_server, words=["why"])
+    (turn,) = [t for t in lines if t["type"] == "turn"]
+    assert turn["assistant"] == "Riddle me." and "".join(tts.pushed) == "Riddle me.", err
+    assert turn["llm_first_token_ms"] >= 400  # the first word to be spoken, not the thinking

@@ -30,6 +30,7 @@ from xswarm.llm import (
     open_chat,
     remembered_facts,
 )
+from xswarm.llm.client import ReasoningFilter
 from xswarm.llm.openai import SseDecoder
 from xswarm.memory import extract_facts, remember
 
@@ -205,6 +206,55 @@ async def test_models_route(llm_server: LlmServer) -> None:
     async with httpx.AsyncClient() as http:
         answer = await http.get(f"{llm_server.url}/models")
     assert answer.json()["data"][0]["id"] == MODEL
+
+
+# --- reasoning models ---------------------------------------------------------------------
+
+
+def _filtered(deltas: list[str]) -> tuple[list[str], str]:
+    """What a ReasoningFilter passes on for each delta, and the whole answer."""
+    reasoning = ReasoningFilter()
+    out = [reasoning.feed(delta) for delta in deltas] + [reasoning.end()]
+    return out, "".join(out)
+
+
+@pytest.mark.parametrize(
+    ("text", "spoken"),
+    [
+        ("<think>\nHmm, a greeting. </think>\n\nHello there.", "Hello there."),
+        ("Hello <think>x<y</think>there.", "Hello there."),
+        ("a < b and c <th> d.", "a < b and c <th> d."),
+        ("No tags at all.", "No tags at all."),
+        ("Stray </think>close.", "Stray close."),
+        ("<think>never closed, all thinking", ""),
+        ("Ends on a tag start <thi", "Ends on a tag start <thi"),
+        ("<think>a</think>One.<think>b</think> Two.", "One.Two."),
+    ],
+)
+def test_reasoning_blocks_are_dropped_however_the_deltas_split(text: str, spoken: str) -> None:
+    for size in (1, 2, 3, 5, len(text)):
+        pieces = [text[i : i + size] for i in range(0, len(text), size)]
+        assert _filtered(pieces)[1] == spoken, size
+    for cut in range(len(text) + 1):  # every place one split can fall, tags included
+        assert _filtered([text[:cut], text[cut:]])[1] == spoken, cut
+
+
+def test_reasoning_filter_holds_back_only_a_possible_tag_start() -> None:
+    out, _ = _filtered(["Hello", " there <", "b>", " and <th", "ink>secret</thi", "nk> ok"])
+    assert out == ["Hello", " there ", "<b>", " and ", "", "ok", ""]
+
+
+async def test_thinking_is_never_spoken_in_content_or_reasoning_fields(
+    llm_server: LlmServer,
+) -> None:
+    think = "<think> The user says hi. I should greet them back. </think>"
+    llm_server.push(Script(text="\n\nHello there.", think=think, reasoning="Let me think."))
+    with trio.fail_after(10):
+        deltas = await collect(config(llm_server.url))
+    assert "".join(deltas) == "Hello there."
+    assert all("think" not in d and "greet" not in d for d in deltas)
+    (request,) = llm_server.chat_requests
+    assert "".join(request.chunks).startswith("<think> The user")  # it was sent, as content
 
 
 # --- failures -----------------------------------------------------------------------------

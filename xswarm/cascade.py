@@ -867,10 +867,16 @@ class _Cascade:
                     answer.t_request = time.monotonic()
                     async with contextlib.aclosing(self.chat.stream(messages)) as deltas:
                         async for delta in deltas:
+                            if not answer.pushed:
+                                # Nothing to say yet in leading blank lines: the first
+                                # token is the first text to be spoken (the client has
+                                # already dropped any <think> block).
+                                delta = delta.lstrip()
+                            if not delta:
+                                continue
                             if answer.t_first_token is None:
                                 answer.t_first_token = time.monotonic()
-                            if delta:
-                                await self._push(answer, delta)
+                            await self._push(answer, delta)
             except LlmError as error:
                 answer.error = error.message
                 self.plan.stats.llm_errors += 1

@@ -11,6 +11,14 @@ can start on the first words. :class:`ChatClient` is that, and nothing more;
 
 Every failure of the LLM is an :class:`LlmError` with a one-line message that
 names the endpoint, so the cascade can apologise, print the line and go on.
+
+Reasoning models (deepseek-r1, qwen3, served by ollama or llama.cpp, or run with
+mlx-lm) write their thinking into the answer between ``<think>`` and
+``</think>``; it must never be spoken. :func:`open_chat` therefore wraps every
+client in :class:`ReasoningFilter`, which drops those blocks from the deltas,
+tags split across deltas included, holding back only text that may be the start
+of a tag. (Servers that send the thinking in a separate ``reasoning_content``
+field are simply not read there: only ``content`` is the answer.)
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ if TYPE_CHECKING:
 
 API_KEY_VARIABLES: Final = ("XSWARM_LLM_API_KEY", "OPENAI_API_KEY")  # first one set wins
 MLX_PREFIX: Final = "mlx:"  # --llm-model mlx:PATH runs the model in-process
+THINK_OPEN: Final = "<think>"  # deepseek-r1 and qwen3 open their reasoning with this
+THINK_CLOSE: Final = "</think>"  # ... and close it with this; the answer follows
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,90 @@ def without_password(url: str) -> str:
     return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
 
 
+class ReasoningFilter:
+    """Drops ``<think> ... </think>`` blocks from a stream of text deltas.
+
+    ``feed(delta)`` returns the part of the text so far that is surely answer:
+    everything outside reasoning blocks, except a tail that could still turn
+    into a tag (``"<thi"``), held until the next delta says; ``end()`` returns
+    what is held when the stream ends (an unclosed block is dropped whole).
+    Whitespace right after a closing tag (the model's blank line between its
+    thinking and its answer) is dropped too, and so is a stray closing tag.
+    """
+
+    def __init__(self) -> None:
+        self._held = ""  # text not yet decided: a possible tag start, or inside a block
+        self._thinking = False
+        self._after_block = False  # just closed a block: drop the whitespace that follows
+
+    def feed(self, delta: str) -> str:
+        """The answer text ``delta`` completes (possibly ``""``)."""
+        text = self._held + delta
+        self._held = ""
+        spoken: list[str] = []
+        while text:
+            if self._thinking:
+                end = text.find(THINK_CLOSE)
+                if end < 0:
+                    self._held = text[len(text) - _tag_prefix(text, (THINK_CLOSE,)) :]
+                    break
+                text = text[end + len(THINK_CLOSE) :]
+                self._thinking = False
+                self._after_block = True
+                continue
+            if self._after_block:
+                text = text.lstrip()
+                if not text:
+                    break
+                self._after_block = False
+            starts = [(i, tag) for tag in (THINK_OPEN, THINK_CLOSE) if (i := text.find(tag)) >= 0]
+            if not starts:
+                keep = _tag_prefix(text, (THINK_OPEN, THINK_CLOSE))
+                spoken.append(text[: len(text) - keep])
+                self._held = text[len(text) - keep :]
+                break
+            start, tag = min(starts)
+            spoken.append(text[:start])
+            text = text[start + len(tag) :]
+            if tag == THINK_OPEN:
+                self._thinking = True
+            else:
+                self._after_block = True  # a closing tag without its opening: drop it
+        return "".join(spoken)
+
+    def end(self) -> str:
+        """What was held back, at the end of the stream: answer text unless in a block."""
+        held, self._held = self._held, ""
+        return "" if self._thinking or self._after_block else held
+
+
+def _tag_prefix(text: str, tags: tuple[str, ...]) -> int:
+    """The length of the longest end of ``text`` that begins one of ``tags`` (0: none)."""
+    for size in range(min(len(text), max(map(len, tags)) - 1), 0, -1):
+        if any(tag.startswith(text[-size:]) for tag in tags):
+            return size
+    return 0
+
+
+class _WithoutReasoning:
+    """A :class:`ChatClient` whose deltas carry no reasoning blocks (:class:`ReasoningFilter`)."""
+
+    def __init__(self, client: ChatClient) -> None:
+        self.client = client
+
+    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+        """The wrapped client's deltas, filtered; closing this closes the wrapped stream."""
+        reasoning = ReasoningFilter()
+        async with contextlib.aclosing(self.client.stream(messages)) as deltas:
+            async for delta in deltas:
+                text = reasoning.feed(delta)
+                if text:
+                    yield text
+        tail = reasoning.end()
+        if tail:
+            yield tail
+
+
 @contextlib.asynccontextmanager
 async def open_chat(
     config: LlmConfig, *, worker: MlxWorker | None = None
@@ -130,15 +224,16 @@ async def open_chat(
     server that cannot be reached is only noticed by ``stream``. ``worker`` is
     the session's MLX thread, which an ``mlx:`` model must share when a session
     runs one (RuntimeError otherwise: two MLX threads crash the process); alone,
-    it opens its own. An HTTP endpoint ignores it.
+    it opens its own. An HTTP endpoint ignores it. The client's deltas carry no
+    ``<think>`` blocks (:class:`ReasoningFilter`).
     """
     if config.model.startswith(MLX_PREFIX):
         from xswarm.llm.mlx import open_mlx_chat
 
         async with open_mlx_chat(config, worker) as client:
-            yield client
+            yield _WithoutReasoning(client)
         return
     from xswarm.llm.openai import open_openai_chat
 
     async with open_openai_chat(config) as client:
-        yield client
+        yield _WithoutReasoning(client)
