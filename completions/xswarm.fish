@@ -71,7 +71,7 @@ complete -c xswarm -n '__xswarm_at xswarm/talk' -l stt-model -x -a '(__xswarm_na
 complete -c xswarm -n '__xswarm_at xswarm/talk' -l tts-model -x -a '(__xswarm_names tts-models; __fish_complete_directories (commandline -ct))' -d 'Text-to-speech model: a name, tiny-random or a directory.'
 complete -c xswarm -n '__xswarm_at xswarm/talk' -l llm-url -x -d 'Base URL of an OpenAI-compatible chat server, e.g.'
 complete -c xswarm -n '__xswarm_at xswarm/talk' -l llm-model -x -d 'The model name the server knows (mlx:PATH runs an MLX model in-process).'
-complete -c xswarm -n '__xswarm_at xswarm/talk' -l llm-timeout -x -d 'Seconds without a byte of the LLM\'s answer before giving up on it (default 15).'
+complete -c xswarm -n '__xswarm_at xswarm/talk' -l llm-timeout -x -d 'Seconds without text from the LLM before giving up on it (default 15; keep-al...'
 complete -c xswarm -n '__xswarm_at xswarm/talk' -l input-device -x -a '(__xswarm_names input-devices)' -d 'Microphone: index or part of its name (xswarm devices).'
 complete -c xswarm -n '__xswarm_at xswarm/talk' -l output-device -x -a '(__xswarm_names output-devices)' -d 'Speaker: index or part of its name.'
 complete -c xswarm -n '__xswarm_at xswarm/talk' -s i -l input -r -F -d 'Read the user\'s side from an audio file (\'-\': stdin) instead of the mic.'

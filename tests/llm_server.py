@@ -53,6 +53,8 @@ Mode = Literal[
     "slow-first-token",  # the role chunk, `first_token_delay` s, then the reply
     "raw",  # `raw` bytes as the event stream's body, sent in `piece`-byte chunks
     "hangup",  # read the request, then close the connection without a byte of answer
+    "keepalive",  # `after` content chunks, then for `stall` s only keep-alives every
+    # `ping_every` s (`ping`: SSE comments or empty delta chunks), then the rest
 ]
 
 
@@ -74,6 +76,8 @@ class Script:
     think: str = ""  # a reasoning model's thinking, sent word by word as content before the
     # reply (wrap it in <think>...</think> yourself), before `first_token_delay`
     reasoning: str = ""  # thinking sent word by word in `reasoning_content` delta fields
+    ping: Literal["comment", "empty"] = "comment"  # keep-alives in mode "keepalive"
+    ping_every: float = 0.05  # s between keep-alives in mode "keepalive"
 
 
 @dataclass
@@ -273,6 +277,10 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "slow-first-token":
             self._wait(script.first_token_delay)
         for index, word in enumerate(words):
+            if index == script.after and mode == "keepalive":
+                self._keep_alive(script)
+                if self.server.closing.is_set():
+                    return
             if index == script.after and mode in ("cut", "no-done", "stall"):
                 if mode == "cut":
                     self.connection.shutdown(socket.SHUT_RDWR)  # mid-body: no final chunk
@@ -292,6 +300,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._event({}, finish="stop")
         self._chunk(b"data: [DONE]\n\n")
         self._end_body()
+
+    def _keep_alive(self, script: Script) -> None:
+        """Keep-alives only, for ``script.stall`` s (a server whose model hangs)."""
+        deadline = time.monotonic() + script.stall
+        while time.monotonic() < deadline and not self.server.closing.is_set():
+            if script.ping == "comment":
+                self._chunk(b": ping\n\n")
+            else:
+                self._event({"role": "assistant", "content": ""})
+            self._wait(min(script.ping_every, max(0.0, deadline - time.monotonic())))
 
     def _event(self, delta: dict[str, str], finish: str | None = None) -> None:
         chunk = _completion({"delta": delta}, "chat.completion.chunk", finish=finish)

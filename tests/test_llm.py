@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Literal
 
 import httpx
 import pytest
@@ -370,6 +371,47 @@ async def test_stall_gives_up_after_stall_timeout(llm_server: LlmServer) -> None
     (request,) = llm_server.chat_requests
     assert await handler_done(request)  # the server sees the client give up
     assert request.client_closed
+
+
+@pytest.mark.parametrize("ping", ["comment", "empty"])
+@pytest.mark.parametrize("after", [0, 2])
+async def test_keep_alives_without_text_are_a_stall_too(
+    llm_server: LlmServer, ping: Literal["comment", "empty"], after: int
+) -> None:
+    # The server is alive (": ping" or an empty chunk every 50 ms, so no read ever
+    # times out) but its model sends nothing: after 0.5 s without text, give up.
+    llm_server.push(Script(text=LONG_REPLY, mode="keepalive", after=after, stall=30, ping=ping))
+    received: list[str] = []
+    message, seconds = await failure(config(llm_server.url, stall_timeout=0.5), received)
+    assert message == (
+        f"the LLM at {llm_server.url}/chat/completions stalled: no text of the answer "
+        "for 0.5 s (only keep-alives)"
+    )
+    assert received == llm_server.chat_requests[0].chunks and len(received) == after
+    assert 0.45 < seconds < 1.5
+    (request,) = llm_server.chat_requests
+    assert await handler_done(request)  # the server sees the client give up
+    assert request.client_closed
+
+
+async def test_keep_alives_between_words_within_the_stall_timeout_are_fine(
+    llm_server: LlmServer,
+) -> None:
+    # Keep-alives for 0.3 s between two words, a slow consumer, and thinking sent in
+    # reasoning_content for longer than the timeout in all: text keeps the answer alive.
+    llm_server.push(
+        Script(text="One two three.", mode="keepalive", after=1, stall=0.3, reasoning="a b c")
+    )
+    deltas: list[str] = []
+    with trio.fail_after(10):
+        async with (
+            open_chat(config(llm_server.url, stall_timeout=0.5)) as chat,
+            contextlib.aclosing(chat.stream(QUESTION)) as stream,
+        ):
+            async for delta in stream:
+                deltas.append(delta)
+                await trio.sleep(0.3)  # the consumer's own time is not a stall
+    assert deltas == ["One", " two", " three."]
 
 
 async def test_garbage_in_the_event_stream(llm_server: LlmServer) -> None:

@@ -103,7 +103,7 @@ class TalkConfig:
     tts_model: str | None = None
     llm_url: str | None = None
     llm_model: str | None = None
-    llm_timeout: float | None = None  # s without a byte of the LLM's stream before giving up
+    llm_timeout: float | None = None  # s without text from the LLM's stream before giving up
 
     @property
     def live(self) -> bool:

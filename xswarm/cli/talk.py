@@ -95,7 +95,8 @@ def talk(
         None,
         "--llm-timeout",
         rich_help_panel="Cascade",
-        help="Seconds without a byte of the LLM's answer before giving up on it (default 15).",
+        help="Seconds without text from the LLM before giving up on it (default 15; "
+        "keep-alives do not count).",
     ),
     input_device: str = typer.Option(
         None,

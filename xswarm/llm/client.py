@@ -65,7 +65,7 @@ class LlmConfig:
     model: str
     api_key: str | None = field(default=None, repr=False)
     connect_timeout: float = 5.0  # s to open the TCP connection
-    stall_timeout: float = 15.0  # s without a byte of the answer -> LlmError
+    stall_timeout: float = 15.0  # s without text (keep-alives do not count) -> LlmError
     max_tokens: int | None = None  # cap on the answer's length; None: the server's default
 
 

@@ -8,9 +8,13 @@ speak it, so one client covers them.
 
 Why httpx: its ``AsyncClient`` runs under trio (through anyio), streams a
 response body as it arrives, and has separate connect and read timeouts. The
-read timeout is exactly the stall rule we want (no byte for
-``stall_timeout`` seconds), and it restarts on every byte, so a slow but live
-model is never cut off. The SSE framing is twenty lines here; the
+read timeout catches a silent server (no byte for ``stall_timeout`` seconds),
+but it restarts on every byte, so a server that only sends SSE keep-alive
+comments (``: ping``) or empty chunks while its model hangs would never
+stall. Hence a second rule, on progress: no text of the answer (or of its
+reasoning) for ``stall_timeout`` seconds since the request or the last text
+is a stall too. A slow but live model, which sends text, is never cut off.
+The SSE framing is twenty lines here; the
 ``httpx-sse`` package would save those lines but not the error handling
 around them, which is most of this module.
 
@@ -33,6 +37,7 @@ from dataclasses import asdict
 from typing import Any, Final
 
 import httpx
+import trio
 
 from xswarm.llm.client import ChatMessage, LlmConfig, LlmError, chat_endpoint, without_password
 
@@ -91,6 +96,8 @@ class OpenAiChat:
         consuming task closes the HTTP response (and its connection).
         """
         where = f"the LLM at {without_password(self.endpoint)}"
+        stall = self.config.stall_timeout
+        deadline = trio.current_time() + stall  # for the first text: see _sse_deltas
         try:
             async with contextlib.AsyncExitStack() as stack:
                 response = await self._send(messages)
@@ -99,7 +106,8 @@ class OpenAiChat:
                     raise _status_error(where, response, await _read_limited(response))
                 kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
                 if kind == "text/event-stream":
-                    async with contextlib.aclosing(_sse_deltas(where, response)) as deltas:
+                    events = _sse_deltas(where, response, deadline, stall)
+                    async with contextlib.aclosing(events) as deltas:
                         async for delta in deltas:
                             yield delta
                 elif kind.endswith("json"):
@@ -189,13 +197,24 @@ class SseDecoder:
         return event
 
 
-async def _sse_deltas(where: str, response: httpx.Response) -> AsyncGenerator[str, None]:
-    decoder = SseDecoder()
+async def _sse_deltas(
+    where: str, response: httpx.Response, deadline: float, stall: float
+) -> AsyncGenerator[str, None]:
+    """The text deltas of an SSE body; LlmError when no text came by ``deadline``.
 
-    def deltas(event: tuple[str, str] | None) -> list[str] | None:
-        """The event's text deltas; None for [DONE]."""
+    ``deadline`` (trio time) moves to ``stall`` s after each text, of the answer or
+    of its reasoning (``reasoning_content``, not yielded), and after the consumer
+    took a delta (its own time is not the server's). Keep-alive comments and empty
+    chunks do not move it. The waits are scoped to each read, never across a
+    ``yield``: the consumer's code never runs inside this generator's cancel scope.
+    """
+    decoder = SseDecoder()
+    received = False  # lines came since the last text: the server is alive, its model not
+
+    def deltas(event: tuple[str, str] | None) -> tuple[list[str], bool] | None:
+        """The event's text deltas and whether it carried any text; None for [DONE]."""
         if event is None:
-            return []
+            return [], False
         name, data = event
         if data.strip() == "[DONE]":
             return None
@@ -207,42 +226,66 @@ async def _sse_deltas(where: str, response: httpx.Response) -> AsyncGenerator[st
             raise LlmError(f"{where} reported an error mid-answer: {_error_message(chunk)}")
         return _chunk_text(where, chunk)
 
+    def stalled() -> LlmError:
+        if received:
+            return LlmError(
+                f"{where} stalled: no text of the answer for {stall:g} s (only keep-alives)"
+            )
+        return LlmError(f"{where} stalled: nothing received for {stall:g} s")
+
     try:
-        async for line in response.aiter_lines():
-            texts = deltas(decoder.line(line))
-            if texts is None:
-                return
-            for text in texts:
-                yield text
-        texts = deltas(decoder.end())
+        async with contextlib.aclosing(response.aiter_lines()) as lines:
+            while True:
+                line: str | None = None
+                with trio.move_on_at(deadline) as wait:
+                    line = await anext(lines, None)
+                if wait.cancelled_caught:
+                    raise stalled()
+                if line is None:
+                    break
+                received = True
+                got = deltas(decoder.line(line))
+                if got is None:
+                    return
+                texts, progress = got
+                if progress:
+                    deadline, received = trio.current_time() + stall, False
+                for text in texts:
+                    yield text
+                    deadline = max(deadline, trio.current_time() + stall)
+        got = deltas(decoder.end())
     except _NotAnEventStream as error:
         raise LlmError(
             f"{where} did not send a server-sent event stream (got {_clip(str(error))})"
         ) from None
-    if texts is None:
+    if got is None:
         return
-    for text in texts:
+    for text in got[0]:
         yield text
     raise LlmError(f"{where} ended the stream before the answer was complete (no [DONE])")
 
 
-def _chunk_text(where: str, chunk: Any) -> list[str]:
-    """``choices[0].delta.content`` of one streamed chunk (empty list when absent)."""
+def _chunk_text(where: str, chunk: Any) -> tuple[list[str], bool]:
+    """``choices[0].delta.content`` of one streamed chunk (empty list when absent), and
+    whether the chunk carried text at all: content, or reasoning in ``reasoning_content``
+    or ``reasoning`` (servers that split a reasoning model's thinking out; never spoken)."""
     try:
         choices = chunk["choices"]
         if not choices:
-            return []  # usage-only chunks (stream_options) have no choices
+            return [], False  # usage-only chunks (stream_options) have no choices
         delta = choices[0].get("delta") or {}
         content = delta.get("content")
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
     except (KeyError, TypeError, AttributeError, IndexError):
         raise LlmError(
             f"{where} sent a chunk that is not a chat completion: {_clip(json.dumps(chunk))}"
         ) from None
+    thinking = isinstance(reasoning, str) and bool(reasoning)
     if content is None:
-        return []
+        return [], thinking
     if not isinstance(content, str):
         raise LlmError(f"{where} sent non-text content: {_clip(json.dumps(content))}")
-    return [content] if content else []
+    return ([content] if content else []), thinking or bool(content)
 
 
 def _whole_answer(where: str, body: bytes) -> str:
