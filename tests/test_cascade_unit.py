@@ -438,3 +438,37 @@ async def test_thinking_and_blank_lines_are_not_said_nor_timed_as_the_first_toke
     (turn,) = [t for t in lines if t["type"] == "turn"]
     assert turn["assistant"] == "Riddle me." and "".join(tts.pushed) == "Riddle me.", err
     assert turn["llm_first_token_ms"] >= 400  # the first word to be spoken, not the thinking
+
+
+@pytest.mark.parametrize("heard", [False, True])
+async def test_a_greeting_cut_before_it_was_heard_is_no_turn_and_no_interruption(
+    tmp_path: Path, isolated_home: Path, llm_server: LlmServer, heard: bool
+) -> None:
+    from xswarm.personas import user_dir
+
+    user_dir().mkdir(parents=True, exist_ok=True)
+    greeting = "Hello there, I am your tutor for today."
+    (user_dir() / "tutor.toml").write_text(
+        PERSONA.replace('greeting = ""', f'greeting = "{greeting}"')
+    )
+    # The user speaks at once (0.0 s), before the greeting's first audio (the TTS needs
+    # 80 steps: 64 pre-roll steps, then one a frame), or after two of its words (0.5 s,
+    # the first audio being at once).
+    start = 0.5 if heard else 0.0
+    speech_file(tmp_path / "in.wav", [(start, start + 0.8)], 5.0)
+    llm_server.push(Script(text="Fine."))
+    tts = FakeTts(delay=0 if heard else 80)
+    summary, lines, err, _ = await run(tmp_path, llm_server, words=["hi"], tts=tts)
+    turns = [t for t in lines if t["type"] == "turn"]
+    assert turns[-1]["turn"] == 1 and turns[-1]["assistant"] == "Fine.", err
+    assert summary["turns"] == 1
+    if heard:
+        (cut,) = turns[:-1]
+        assert cut["turn"] == 0 and cut["end"] == "interrupted"
+        assert greeting.startswith(cut["assistant"]) and cut["assistant"]
+        assert summary["interruptions"] == 1
+    else:
+        assert len(turns) == 1  # no {"turn": 0, "assistant": "", "end": "interrupted"}
+        assert summary["interruptions"] == 0
+    said = [w["text"] for w in lines if w["type"] == "word" and w["speaker"] == "assistant"]
+    assert said[-1] == "Fine." and bool(said[:-1]) == heard

@@ -52,7 +52,9 @@ unsaid rest never reaches the history. The frame that triggers it is
 already silent, so playback stops within two frames (160 ms) of the user's
 first word, plus the sound card's own buffer on a live device. An answer
 interrupted before any of it was heard is not an answer: the user's words are
-carried into their next turn.
+carried into their next turn. A greeting interrupted before any of it was heard
+is no turn at all: neither reported nor counted as an interruption (one cut
+after its first word is both, like any answer).
 
 Endpoint failures (refused, timeout, HTTP error, garbage, a stream cut short):
 the assistant says and prints :data:`APOLOGY`, stderr gets the client's one
@@ -963,8 +965,12 @@ class _Cascade:
             self.queued.remove(queued)
             queued.answer.unreleased -= 1
         await self.worker.run(self.engine.tts.cancel)
-        self.plan.stats.interruptions += 1
-        if not answer.said and answer.held is None and answer.user_text:
+        heard = bool(answer.said) or answer.held is not None
+        if heard or answer.turn:
+            # A greeting cut before a word of it was heard interrupted nothing (nor is it
+            # reported: see _report_said); an answer to the user was asked for, and cut.
+            self.plan.stats.interruptions += 1
+        if not heard and answer.user_text:
             self.carry = f"{self.carry} {answer.user_text}".strip()  # never heard: not an answer
         self._finish_answer()
         await self._send_outbox()
@@ -1012,6 +1018,8 @@ class _Cascade:
             self._emit_said(answer, answer.held[0], answer.held[1], answer.last_audio_end)
             answer.held = None
         answer.reported = True
+        if not answer.turn and answer.cancelled and not answer.said:
+            return  # a greeting cut before a word of it was heard: no turn to report
         said = " ".join(w.text for w in answer.said)
         if answer.turn:
             self.plan.stats.turns += 1
