@@ -21,7 +21,6 @@ import soundfile as sf
 import trio
 
 from tests.cascade_fakes import TTS_LEVEL, FakeStt, FakeTts
-from tests.fake_engine import thread_worker
 from tests.llm_server import LlmServer, Script
 from xswarm.audio import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE
 from xswarm.cascade import (
@@ -32,6 +31,7 @@ from xswarm.cascade import (
 )
 from xswarm.errors import UsageError
 from xswarm.history import read_sessions
+from xswarm.inference.worker import open_mlx_worker
 from xswarm.talk import TalkConfig, TalkIO, TalkParts, run_talk
 
 PERSONA = """
@@ -99,7 +99,7 @@ async def run(
     parts = TalkParts(
         engine_factory=lambda progress: CascadeEngine(stt, tts),
         model_name="fake-cascade",
-        worker_factory=thread_worker,
+        worker_factory=open_mlx_worker,  # the real FIFO thread: call order as in a session
         handle_signals=False,
     )
     with trio.fail_after(30):
@@ -243,7 +243,7 @@ async def test_both_speakers_on_a_terminal_in_their_colours(
     )  # the persona's mode is cascade: no --mode needed
     parts = TalkParts(
         engine_factory=lambda progress: CascadeEngine(stt, tts),
-        worker_factory=thread_worker,
+        worker_factory=open_mlx_worker,  # the real FIFO thread: call order as in a session
         handle_signals=False,
     )
     with trio.fail_after(30):
