@@ -248,7 +248,6 @@ def load_talk_persona(name: str | None) -> TalkPersona:
     from xswarm.personas import load_persona
 
     persona = load_persona(name)
-    llm = getattr(persona, "llm", None)
     return TalkPersona(
         name=persona.name,
         label=persona.display_name or persona.name,
@@ -260,10 +259,10 @@ def load_talk_persona(name: str | None) -> TalkPersona:
         mode=persona.mode,
         system_prompt=persona.system_prompt,
         tts_voice=persona.voice.tts,
-        stt_model=getattr(persona.voice, "stt", None),
-        tts_model=getattr(persona.voice, "tts_model", None),
-        llm_url=getattr(llm, "url", None),
-        llm_model=getattr(llm, "model", None),
+        stt_model=persona.voice.stt,
+        tts_model=persona.voice.tts_model,
+        llm_url=persona.llm.url,
+        llm_model=persona.llm.model,
     )
 
 
