@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.pulse",  # the PulseAudio null sink for @pytest.mark.pulse tests
     "tests.model_fixtures",  # tiny_random / tiny_random_stt: generated models, once per run
     "tests.llm_server",  # llm_server: an OpenAI-style streaming chat server on 127.0.0.1
+    "tests.wheel",  # xswarm_wheel: the real wheel, built once per run
 ]
 
 

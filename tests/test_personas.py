@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -180,33 +179,10 @@ def test_a_broken_user_file_does_not_hide_the_others() -> None:
     assert len(listing.errors) == 1 and "broken.toml" in listing.errors[0]
 
 
-def _copy_source_tree(destination: Path) -> Path:
-    """The files a wheel is built from, without build litter or others' caches."""
-    tree = destination / "src"
-    tree.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(REPO / name, tree / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    shutil.copytree(REPO / "xswarm", tree / "xswarm", symlinks=True, ignore=ignore)
-    shutil.copytree(REPO / "personas", tree / "personas", ignore=ignore)
-    for data in ("man", "completions"):  # pyproject's data-files (tests/test_shell_docs.py)
-        shutil.copytree(REPO / data, tree / data, ignore=ignore)
-    return tree
-
-
-def test_wheel_ships_the_builtin_personas(tmp_path: Path) -> None:
-    # A real (non-editable) wheel, built from a copy of the tree (~5 s): the
-    # built-ins must be inside the package and found there by the loader.
-    tree = _copy_source_tree(tmp_path)
-    out = tmp_path / "wheel"
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(tree), "--no-deps", "-q", "-w", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert build.returncode == 0, build.stderr
-    (wheel,) = out.glob("xswarm-*.whl")
+def test_wheel_ships_the_builtin_personas(xswarm_wheel: Path, tmp_path: Path) -> None:
+    # A real (non-editable) wheel (tests/wheel.py): the built-ins must be inside
+    # the package and found there by the loader.
+    wheel = xswarm_wheel
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         for path in SOURCE_PERSONAS:

@@ -435,23 +435,10 @@ DATA_FILES = {
 }
 
 
-def test_wheel_installs_the_man_page_and_completions(tmp_path: Path) -> None:
-    # A real wheel (~7 s) from a copy of what it is built from: the data files land
-    # under <prefix>/share, where man-db (via PATH) and bash-completion look.
-    tree = tmp_path / "src"
-    tree.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, tree / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for directory in ("xswarm", "personas", "man", "completions"):
-        shutil.copytree(ROOT / directory, tree / directory, symlinks=True, ignore=ignore)
-    out = tmp_path / "wheel"
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(tree), "--no-deps", "-q", "-w", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert build.returncode == 0, build.stderr
-    (wheel,) = out.glob("xswarm-*.whl")
+def test_wheel_installs_the_man_page_and_completions(xswarm_wheel: Path) -> None:
+    # The real wheel (tests/wheel.py): the data files land under <prefix>/share,
+    # where man-db (via PATH) and bash-completion look.
+    wheel = xswarm_wheel
     with zipfile.ZipFile(wheel) as archive:
         data = {
             name.split(".data/data/", 1)[1]: archive.read(name)
